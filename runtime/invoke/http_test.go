@@ -602,3 +602,64 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionReuse: bodies are read or drained, so sequential calls
+// reuse keep-alive connections whatever the answer. (A new connection per
+// call would mean 40; the bound leaves room for the transport's benign race
+// between returning a connection and dialling a new one.)
+func TestConnectionReuse(t *testing.T) {
+	answers := map[string]http.HandlerFunc{
+		"result": func(w http.ResponseWriter, r *http.Request) {
+			reply(t, w, cetest.New(t, "r", strings.Repeat("z", 2000)), false)
+		},
+		"empty": func(w http.ResponseWriter, r *http.Request) {},
+		"503 with body": func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, strings.Repeat("busy ", 400), http.StatusServiceUnavailable)
+		},
+		"chunked text": func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "a")
+			w.(http.Flusher).Flush()
+			_, _ = io.WriteString(w, "b")
+		},
+	}
+	for name, handler := range answers {
+		t.Run(name, func(t *testing.T) {
+			var mu sync.Mutex
+			conns := 0
+			srv := httptest.NewUnstartedServer(handler)
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					mu.Lock()
+					conns++
+					mu.Unlock()
+				}
+			}
+			srv.Start()
+			defer srv.Close()
+			f, err := NewHTTP(HTTPConfig{URL: srv.URL, Timeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			for i := range 40 {
+				_, err := f.Invoke(context.Background(), []cloudevents.Event{cetest.New(t, fmt.Sprint(i), i)})
+				if err != nil && statusOf(err) != http.StatusServiceUnavailable {
+					t.Fatalf("Invoke: %v", err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if conns > 10 {
+				t.Fatalf("40 sequential calls opened %d connections", conns)
+			}
+		})
+	}
+}
+
+func statusOf(err error) int {
+	var ie *Error
+	if errors.As(err, &ie) {
+		return ie.Status
+	}
+	return -1
+}
