@@ -199,7 +199,7 @@ func (s *Scheduler[T]) Push(ctx context.Context, lane, key string, v T) error {
 		if dom != nil || s.dispatchableLocked() < s.credit {
 			break
 		}
-		if err := s.waitLocked(ctx, &s.pushWait); err != nil {
+		if err := s.waitForCreditLocked(ctx); err != nil {
 			s.mu.Unlock()
 			return err
 		}
@@ -229,14 +229,14 @@ func (s *Scheduler[T]) Push(ctx context.Context, lane, key string, v T) error {
 	return nil
 }
 
-// waitLocked queues a push waiter and blocks until it is woken, ctx ends or
-// the scheduler closes. It is entered and left with s.mu held.
-func (s *Scheduler[T]) waitLocked(ctx context.Context, queue *[]*waiter[T]) error {
+// waitForCreditLocked queues a push waiter and blocks until it is woken,
+// ctx ends or the scheduler closes. It is entered and left with s.mu held.
+func (s *Scheduler[T]) waitForCreditLocked(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	w := s.newWaiterLocked()
-	*queue = append(*queue, w)
+	s.pushWait = append(s.pushWait, w)
 	s.mu.Unlock()
 	select {
 	case <-w.ch:
@@ -245,7 +245,7 @@ func (s *Scheduler[T]) waitLocked(ctx context.Context, queue *[]*waiter[T]) erro
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
-		if !removeWaiter(queue, w) {
+		if !removeWaiter(&s.pushWait, w) {
 			// Woken as we gave up: pass the wake-up on.
 			<-w.ch
 			s.wakePusherLocked()

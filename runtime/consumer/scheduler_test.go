@@ -530,3 +530,31 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		})
 	}
 }
+
+func TestPushHonoursContextWhileWaiting(t *testing.T) {
+	t.Parallel()
+	s := NewScheduler[item](None, 1)
+	push(t, s, "l", "", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 1)
+	go func() { errs <- s.Push(ctx, "l", "", item{"l", "", 2}) }()
+	waitFor(t, "push to wait", func() bool { return s.pushWaiting() == 1 })
+	other := make(chan error, 1)
+	go func() { other <- s.Push(context.Background(), "l", "", item{"l", "", 3}) }()
+	waitFor(t, "second push to wait", func() bool { return s.pushWaiting() == 2 })
+	cancel()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v", err)
+	}
+	// The remaining waiter gets the credit freed next.
+	tk, _ := tryPop(s)
+	s.Done(tk)
+	if err := <-other; err != nil {
+		t.Fatal(err)
+	}
+	got, tickets := popIDs(t, s)
+	if !slices.Equal(got, []int{3}) {
+		t.Fatalf("popped %v, want [3]", got)
+	}
+	s.Done(tickets[0])
+}
