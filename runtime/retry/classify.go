@@ -117,6 +117,11 @@ func Classify(err error) Verdict {
 	if pe, ok := errors.AsType[*PermanentError](err); ok {
 		return Verdict{Class: Permanent, Reason: shorten(pe.Err.Error())}
 	}
+	// The event cannot be encoded, or the target is refused by the SSRF
+	// guard: sending again would fail the same way.
+	if errors.Is(err, invoke.ErrInvalidEvent) || errors.Is(err, invoke.ErrForbiddenAddress) {
+		return Verdict{Class: Permanent, Reason: shorten(err.Error())}
+	}
 	ie, fromCall := errors.AsType[*invoke.Error](err)
 	switch {
 	case fromCall && ie.Status != 0:

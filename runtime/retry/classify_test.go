@@ -108,6 +108,8 @@ func TestClassifyErrors(t *testing.T) {
 		{"unknown", errors.New("something odd"), Retriable, false, "something odd"},
 		{"permanent", MarkPermanent(errors.New("decode: bad ce_ header")), Permanent, false, "decode: bad ce_ header"},
 		{"wrapped permanent", fmt.Errorf("pipeline x: %w", MarkPermanent(errors.New("decode: bad json"))), Permanent, false, "decode: bad json"},
+		{"invalid event", fmt.Errorf("encode: %w", invoke.ErrInvalidEvent), Permanent, false, "encode: " + invoke.ErrInvalidEvent.Error()},
+		{"forbidden address", fmt.Errorf("dial: %w", invoke.ErrForbiddenAddress), Permanent, false, "dial: " + invoke.ErrForbiddenAddress.Error()},
 		{"permanent beats retriable", MarkPermanent(&invoke.Error{Status: 503}), Permanent, false, "function answered 503 Service Unavailable"},
 		{"wrapped invoke 503", fmt.Errorf("attempt 2: %w", &invoke.Error{Status: 503}), Retriable, true, "http 503"},
 		{"wrapped invoke 404", fmt.Errorf("attempt 2: %w", &invoke.Error{Status: 404}), Permanent, false, "http 404"},
