@@ -1,0 +1,216 @@
+// Command sluice runs event pipelines: message queue → CloudEvents function
+// → result routes, at-least-once.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/pipelines"
+	"github.com/sluicehq/sluice/runtime/admin"
+	"github.com/sluicehq/sluice/runtime/engine"
+	"github.com/sluicehq/sluice/runtime/flow"
+	"github.com/sluicehq/sluice/runtime/metrics"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "sluice:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError ends the process with a code after its message was printed.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+func run(args []string, stdout, stderr io.Writer) error {
+	root := &cobra.Command{
+		Use:           "sluice",
+		Short:         "Sluice binds message queues to CloudEvents functions, at-least-once.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(runCmd(stdout, stderr), validateCmd(stdout, stderr), versionCmd(stdout), schemaCmd(stdout), pipelinesCmd(stdout))
+	return root.Execute()
+}
+
+func versionCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintf(stdout, "sluice %s\n", version)
+			return err
+		},
+	}
+}
+
+func schemaCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "schema",
+		Short: "Print the JSON Schema of the pipeline format (for editors)",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			b, err := pipelines.Schema()
+			if err != nil {
+				return err
+			}
+			_, err = stdout.Write(b)
+			return err
+		},
+	}
+}
+
+func validateCmd(stdout, stderr io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate PATH...",
+		Short: "Check pipeline files and print every error with file:line and field path",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(_ *cobra.Command, paths []string) error {
+			ps, err := pipelines.LoadPaths(paths...)
+			if err != nil {
+				fmt.Fprintln(stderr, err)
+				return exitError{code: 1}
+			}
+			for _, p := range ps {
+				fmt.Fprintf(stdout, "ok  %s (%s:%d)\n", p.ID(), p.Pos.File, p.Pos.Line)
+			}
+			return nil
+		},
+	}
+}
+
+func pipelinesCmd(stdout io.Writer) *cobra.Command {
+	var addr string
+	c := &cobra.Command{
+		Use:   "pipelines",
+		Short: "Show the pipelines of a running Sluice (GET /v1/pipelines)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/pipelines", nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("admin API at %s: %w", addr, err)
+			}
+			defer resp.Body.Close()
+			_, err = io.Copy(stdout, resp.Body)
+			return err
+		},
+	}
+	c.Flags().StringVar(&addr, "admin-addr", "127.0.0.1:8090", "admin address of the running Sluice")
+	return c
+}
+
+type runFlags struct {
+	adminAddr string
+	logFormat string
+	logLevel  string
+	drain     time.Duration
+}
+
+func runCmd(stdout, stderr io.Writer) *cobra.Command {
+	var f runFlags
+	c := &cobra.Command{
+		Use:   "run PATH...",
+		Short: "Run the pipelines in the given files or directories until SIGINT/SIGTERM",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, paths []string) error {
+			return runPipelines(cmd.Context(), paths, f, stdout, stderr)
+		},
+	}
+	c.Flags().StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:8090", "listen address of /metrics, /healthz, /readyz and the admin API")
+	c.Flags().StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	c.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	c.Flags().DurationVar(&f.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight events may finish before they are abandoned for redelivery")
+	return c
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
+}
+
+func runPipelines(parent context.Context, paths []string, f runFlags, stdout, stderr io.Writer) error {
+	log, err := newLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	specs, err := pipelines.LoadPaths(paths...)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError{code: 1}
+	}
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	reg := metrics.New(version)
+	deps := engine.Deps{
+		Metrics: reg, Limiters: flow.NewRegistry(), Log: log, Stdout: stdout, DrainTimeout: f.drain,
+	}
+	runner, err := engine.NewRunner(specs, deps, engine.DefaultComponents())
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.adminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	srv := &http.Server{Handler: admin.Handler(runner, reg), ReadHeaderTimeout: 10 * time.Second}
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+	log.Info("sluice started", "version", version, "pipelines", len(specs), "admin", "http://"+ln.Addr().String())
+
+	runErr := runner.Run(ctx)
+
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutCtx)
+	if err := <-srvErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("admin server", "err", err)
+	}
+	log.Info("sluice stopped")
+	return runErr
+}

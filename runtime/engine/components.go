@@ -1,0 +1,94 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/sluicehq/sluice/connectors"
+	kafkasource "github.com/sluicehq/sluice/connectors/kafka"
+	"github.com/sluicehq/sluice/pipelines"
+	"github.com/sluicehq/sluice/sinks"
+	kafkasink "github.com/sluicehq/sluice/sinks/kafka"
+	logsink "github.com/sluicehq/sluice/sinks/log"
+	"github.com/sluicehq/sluice/sinks/webhook"
+)
+
+// SourceFactory builds a source from its spec.
+type SourceFactory func(spec pipelines.SourceSpec, opts connectors.Options, log *slog.Logger) (connectors.Source, error)
+
+// SinkFactory builds a sink from a route spec. source is the pipeline's
+// source spec, for defaults such as a Kafka sink's brokers.
+type SinkFactory func(route pipelines.RouteSpec, env SinkEnv) (sinks.Sink, error)
+
+// SinkEnv is what sink factories may use besides their own spec.
+type SinkEnv struct {
+	Log    *slog.Logger
+	Stdout io.Writer
+}
+
+// Components maps each source and sink kind, as written in YAML, to its
+// factory. DefaultComponents is the one place where kinds are registered;
+// tests substitute their own.
+type Components struct {
+	Sources map[string]SourceFactory
+	Sinks   map[string]SinkFactory
+}
+
+// DefaultComponents returns every built-in source and sink.
+func DefaultComponents() Components {
+	return Components{
+		Sources: map[string]SourceFactory{
+			"kafka": func(s pipelines.SourceSpec, o connectors.Options, l *slog.Logger) (connectors.Source, error) {
+				return kafkasource.New(*s.Kafka, o, l)
+			},
+		},
+		Sinks: map[string]SinkFactory{
+			"kafka": func(r pipelines.RouteSpec, env SinkEnv) (sinks.Sink, error) {
+				return kafkasink.New(*r.Kafka, env.Log)
+			},
+			"webhook": func(r pipelines.RouteSpec, _ SinkEnv) (sinks.Sink, error) {
+				w := r.Webhook
+				return webhook.New(webhook.Config{
+					URL: w.URL, Secret: w.Secret.Value(), Headers: secretMap(w.Headers), Timeout: w.Timeout.D(),
+				})
+			},
+			"log": func(r pipelines.RouteSpec, env SinkEnv) (sinks.Sink, error) {
+				return logsink.New(env.Stdout, r.Log.Format), nil
+			},
+		},
+	}
+}
+
+// SourceKind names the one source set in spec.
+func SourceKind(spec pipelines.SourceSpec) (string, error) {
+	switch {
+	case spec.Kafka != nil:
+		return "kafka", nil
+	}
+	return "", fmt.Errorf("no source configured")
+}
+
+// RouteKind names the one sink set in a route.
+func RouteKind(r pipelines.RouteSpec) (string, error) {
+	switch {
+	case r.Kafka != nil:
+		return "kafka", nil
+	case r.Webhook != nil:
+		return "webhook", nil
+	case r.Log != nil:
+		return "log", nil
+	}
+	return "", fmt.Errorf("no sink configured in route")
+}
+
+func secretMap(m map[string]pipelines.Secret) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v.Value()
+	}
+	return out
+}

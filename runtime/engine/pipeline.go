@@ -1,0 +1,610 @@
+// Package engine builds and runs pipelines: source → filter → ordering
+// scheduler → function (under AIMD flow control, with retries) → result
+// routes, acknowledging each message only when its outcome is durable.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/sluicehq/sluice/connectors"
+	"github.com/sluicehq/sluice/pipelines"
+	"github.com/sluicehq/sluice/runtime/consumer"
+	"github.com/sluicehq/sluice/runtime/filter"
+	"github.com/sluicehq/sluice/runtime/flow"
+	"github.com/sluicehq/sluice/runtime/invoke"
+	"github.com/sluicehq/sluice/runtime/metrics"
+	"github.com/sluicehq/sluice/runtime/retry"
+	"github.com/sluicehq/sluice/sinks"
+)
+
+// Dead-letter extension attributes set on events routed to onFailure.
+const (
+	ExtReason    = "sluicereason"    // human-readable failure reason
+	ExtClass     = "sluiceclass"     // permanent | exhausted | expired | undecodable
+	ExtAttempts  = "sluiceattempts"  // invocations made
+	ExtStatus    = "sluicestatus"    // last HTTP status (0 = transport error)
+	ExtPipeline  = "sluicepipeline"  // tenant/name of the pipeline
+	ExtTopic     = "sluicetopic"     // original topic or queue
+	ExtPartition = "sluicepartition" // original partition or queue id
+	ExtOffset    = "sluiceoffset"    // original offset (-1 if none)
+	ExtMessageID = "sluicemsgid"     // original broker message id, where offsets do not exist
+)
+
+// Deps are process-wide pieces shared by all pipelines.
+type Deps struct {
+	Metrics  *metrics.Registry
+	Limiters *flow.Registry
+	Log      *slog.Logger
+	Stdout   io.Writer // log sinks write here; default os.Stdout
+	// DrainTimeout bounds the soft stop: how long in-flight events may
+	// take to finish after a stop is requested before they are abandoned
+	// (and redelivered later). Default 30s.
+	DrainTimeout time.Duration
+	// Function overrides the HTTP function client (embedding, tests).
+	Function invoke.Function
+}
+
+// Pipeline is one running binding. Build it with Build, run it with Run.
+type Pipeline struct {
+	spec      *pipelines.Pipeline
+	id        string
+	src       connectors.Source
+	fn        invoke.Function
+	limiter   flow.Limiter
+	policy    *retry.Policy
+	attempts  int
+	filter    filter.Filter
+	onSuccess []route
+	onFailure []route
+	ordering  consumer.Ordering
+	sched     *consumer.Scheduler[*item]
+	rec       *metrics.Pipeline
+	log       *slog.Logger
+	drain     time.Duration
+
+	stateMu sync.Mutex
+	state   string
+	lastErr error
+}
+
+type route struct {
+	name string // kind#index, e.g. "kafka#0", for logs and metrics
+	sink sinks.Sink
+}
+
+// item is one message travelling through the pipeline.
+type item struct {
+	msg  *connectors.Message
+	ack  connectors.AckFunc
+	read time.Time
+}
+
+// Pipeline states reported by Status.
+const (
+	StateStarting   = "starting"
+	StateConnecting = "connecting"
+	StateRunning    = "running"
+	StateDraining   = "draining"
+	StateStopped    = "stopped"
+	StateFailed     = "failed"
+)
+
+// Build constructs a pipeline. It creates (but does not connect) the
+// source and sinks; Run connects. On error nothing is left open.
+func Build(spec *pipelines.Pipeline, deps Deps, comps Components) (p *Pipeline, err error) {
+	id := spec.ID()
+	log := deps.Log.With("pipeline", id)
+	p = &Pipeline{spec: spec, id: id, log: log, rec: deps.Metrics.Pipeline(id), drain: deps.DrainTimeout, state: StateStarting}
+	if p.drain <= 0 {
+		p.drain = 30 * time.Second
+	}
+	d := spec.Spec.Delivery
+	if p.ordering, err = consumer.ParseOrdering(d.Ordering); err != nil {
+		return nil, fmt.Errorf("pipeline %s: %w", id, err)
+	}
+	if p.filter, err = filter.Compile(spec.Spec.Filter); err != nil {
+		return nil, fmt.Errorf("pipeline %s: filter: %w", id, err)
+	}
+	p.policy = retry.NewPolicy(d.Retry, d.MaxEventAge.D())
+	p.attempts = d.Retry.Attempts
+
+	fnSpec := spec.Spec.Function
+	if fnSpec == nil {
+		return nil, fmt.Errorf("pipeline %s: no function configured", id)
+	}
+	if fnSpec.Mode == pipelines.ModeBatch {
+		return nil, fmt.Errorf("pipeline %s: function.mode batch is not available yet", id)
+	}
+	p.fn = deps.Function
+	if p.fn == nil {
+		fn, err := invoke.NewHTTP(invoke.HTTPConfig{
+			URL: fnSpec.URL, Mode: fnSpec.Mode, Timeout: fnSpec.Timeout.D(), Headers: secretMap(fnSpec.Headers),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("pipeline %s: function: %w", id, err)
+		}
+		p.fn = fn
+	}
+	c := d.Concurrency
+	p.limiter = deps.Limiters.For(fnSpec.URL, flow.Config{
+		Initial: c.Initial, Min: c.Min, Max: c.Max, Recorder: deps.Metrics.Limiter(fnSpec.URL),
+	})
+	p.sched = consumer.NewScheduler[*item](p.ordering, creditFor(p.limiter.Limit()))
+
+	kind, err := SourceKind(spec.Spec.Source)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline %s: %w", id, err)
+	}
+	newSource, ok := comps.Sources[kind]
+	if !ok {
+		return nil, fmt.Errorf("pipeline %s: source kind %q is not available", id, kind)
+	}
+	if p.src, err = newSource(spec.Spec.Source, connectors.Options{Window: d.Window, Name: id}, log); err != nil {
+		return nil, fmt.Errorf("pipeline %s: source %s: %w", id, kind, err)
+	}
+	defer func() {
+		if err != nil {
+			p.closeSinks(context.Background())
+			_ = p.src.Close(context.Background())
+		}
+	}()
+	stdout := deps.Stdout
+	if stdout == nil {
+		stdout = os.Stdout
+	}
+	env := SinkEnv{Log: log, Stdout: stdout}
+	if p.onSuccess, err = buildRoutes(spec.Spec.Results.OnSuccess, "onSuccess", comps, env); err != nil {
+		return nil, fmt.Errorf("pipeline %s: %w", id, err)
+	}
+	if p.onFailure, err = buildRoutes(spec.Spec.Results.OnFailure, "onFailure", comps, env); err != nil {
+		return nil, fmt.Errorf("pipeline %s: %w", id, err)
+	}
+	return p, nil
+}
+
+func buildRoutes(specs []pipelines.RouteSpec, list string, comps Components, env SinkEnv) ([]route, error) {
+	var out []route
+	for i, r := range specs {
+		kind, err := RouteKind(r)
+		if err != nil {
+			return out, fmt.Errorf("results.%s[%d]: %w", list, i, err)
+		}
+		newSink, ok := comps.Sinks[kind]
+		if !ok {
+			return out, fmt.Errorf("results.%s[%d]: sink kind %q is not available", list, i, kind)
+		}
+		s, err := newSink(r, env)
+		if err != nil {
+			return out, fmt.Errorf("results.%s[%d] (%s): %w", list, i, kind, err)
+		}
+		out = append(out, route{name: list + "/" + kind + "#" + strconv.Itoa(i), sink: s})
+	}
+	return out, nil
+}
+
+// creditFor is the read-ahead allowed for a concurrency limit: about twice
+// the limit, so the function never waits for the broker and memory stays
+// bounded whatever the backlog (DESIGN §6).
+func creditFor(limit int) int { return max(2*limit, 2) }
+
+// ID is the pipeline's tenant/name.
+func (p *Pipeline) ID() string { return p.id }
+
+// Status reports the pipeline's state and its last error, if any.
+func (p *Pipeline) Status() (state string, err error) {
+	p.stateMu.Lock()
+	defer p.stateMu.Unlock()
+	return p.state, p.lastErr
+}
+
+func (p *Pipeline) setState(s string, err error) {
+	p.stateMu.Lock()
+	p.state, p.lastErr = s, err
+	p.stateMu.Unlock()
+}
+
+// Ready reports nil when the pipeline is running and its source is
+// connected.
+func (p *Pipeline) Ready() error {
+	state, err := p.Status()
+	if state != StateRunning {
+		if err != nil {
+			return fmt.Errorf("%s: %w", state, err)
+		}
+		return errors.New(state)
+	}
+	if h, ok := p.src.(connectors.Health); ok {
+		if err := h.Health(); err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+	}
+	return nil
+}
+
+// Run connects the source and processes messages until ctx is done, then
+// stops softly: it stops reading, lets in-flight events finish for up to
+// the drain timeout, abandons (does not ack) what is left, commits through
+// the source's Close and closes the sinks. It returns nil after a requested
+// stop and an error if the pipeline failed on its own.
+func (p *Pipeline) Run(ctx context.Context) (err error) {
+	p.rec.SetRunning(true)
+	defer func() {
+		p.rec.SetRunning(false)
+		if err != nil {
+			p.setState(StateFailed, err)
+		} else {
+			p.setState(StateStopped, nil)
+		}
+	}()
+	p.setState(StateConnecting, nil)
+	if err := p.src.Connect(ctx); err != nil {
+		p.shutdownResources()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("connect source: %w", err)
+	}
+	p.rec.SetConnected(true)
+	p.setState(StateRunning, nil)
+	p.log.Info("pipeline running", "ordering", p.spec.Spec.Delivery.Ordering, "function", p.spec.Spec.Function.URL)
+
+	// work is cancelled only for a hard stop, after the drain deadline.
+	work, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardStop()
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+
+	var workers sync.WaitGroup
+	readErr := make(chan error, 1)
+	dispatched := make(chan struct{})
+	go func() { readErr <- p.readLoop(readCtx) }()
+	go func() { defer close(dispatched); p.dispatchLoop(work, &workers) }()
+	creditDone := make(chan struct{})
+	go func() { defer close(creditDone); p.followLimit(readCtx) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		<-readErr
+	case runErr = <-readErr:
+		stopReading()
+	}
+	p.setState(StateDraining, runErr)
+	p.log.Info("pipeline draining", "timeout", p.drain)
+	<-creditDone
+	// Nothing more will be pushed. Parked events never started: abandon
+	// them now, so only running ones hold the drain.
+	p.sched.Close()
+	<-dispatched
+	for _, it := range p.sched.Drain() {
+		p.abandon(it, errors.New("pipeline stopping"))
+	}
+	if !waitTimeout(&workers, p.drain) {
+		p.log.Warn("drain timeout: abandoning in-flight events; they will be redelivered")
+		hardStop()
+		workers.Wait()
+	}
+	p.shutdownResources()
+	p.log.Info("pipeline stopped")
+	return runErr
+}
+
+// shutdownResources closes the source (committing acknowledged positions)
+// and then the sinks, each bounded by the drain timeout.
+func (p *Pipeline) shutdownResources() {
+	ctx, cancel := context.WithTimeout(context.Background(), p.drain)
+	defer cancel()
+	if err := p.src.Close(ctx); err != nil {
+		p.log.Error("closing source", "err", err)
+	}
+	p.rec.SetConnected(false)
+	p.closeSinks(ctx)
+}
+
+func (p *Pipeline) closeSinks(ctx context.Context) {
+	for _, r := range append(append([]route(nil), p.onSuccess...), p.onFailure...) {
+		if err := r.sink.Close(ctx); err != nil {
+			p.log.Error("closing sink", "route", r.name, "err", err)
+		}
+	}
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// followLimit keeps the read-ahead credit at about twice the AIMD limit.
+func (p *Pipeline) followLimit(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	last := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if c := creditFor(p.limiter.Limit()); c != last {
+				p.sched.SetCredit(c)
+				last = c
+			}
+		}
+	}
+}
+
+// readLoop moves messages from the source into the scheduler. Blocking in
+// Push is the backpressure that keeps read-ahead bounded.
+func (p *Pipeline) readLoop(ctx context.Context) error {
+	for {
+		msg, ack, err := p.src.Read(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, connectors.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read: %w", err)
+		}
+		p.rec.Received()
+		it := &item{msg: msg, ack: ack, read: time.Now()}
+		key := ""
+		if p.ordering == consumer.Key {
+			key = msg.Key
+		}
+		if err := p.sched.Push(ctx, msg.Lane, key, it); err != nil {
+			p.abandon(it, err)
+			return nil
+		}
+	}
+}
+
+// dispatchLoop starts one goroutine per ready event. Their number is bounded
+// by the scheduler's credit; invocations are bounded by the limiter.
+func (p *Pipeline) dispatchLoop(ctx context.Context, workers *sync.WaitGroup) {
+	for {
+		t, err := p.sched.Pop(context.Background())
+		if err != nil {
+			return
+		}
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			p.process(ctx, t.Value)
+			p.sched.Done(t)
+		}()
+	}
+}
+
+// errRevoked marks work abandoned because its lane moved to another consumer.
+var errRevoked = fmt.Errorf("abandoned: %w", connectors.ErrRevoked)
+
+// process takes one event to a durable outcome, or abandons it when the
+// pipeline stops or its lane is revoked.
+func (p *Pipeline) process(ctx context.Context, it *item) {
+	msg := it.msg
+	if revoked(msg) {
+		p.abandon(it, errRevoked)
+		return
+	}
+	if msg.DecodeErr != nil {
+		p.fail(ctx, it, failure{class: "undecodable", reason: "undecodable message: " + msg.DecodeErr.Error()})
+		return
+	}
+	if !p.filter.Match(&msg.Event) {
+		p.finish(it, metrics.OutcomeFiltered)
+		return
+	}
+	for attempt := 1; ; attempt++ {
+		res, v, ok := p.invokeOnce(ctx, it)
+		if !ok {
+			return
+		}
+		if v.Class == retry.Success {
+			if !p.writeRoutes(ctx, it, p.onSuccess, res.Events) {
+				return
+			}
+			p.finish(it, metrics.OutcomeSucceeded)
+			return
+		}
+		delay, again := p.policy.Next(attempt, v, it.read, time.Now())
+		if !again {
+			class := "exhausted"
+			switch {
+			case v.Class == retry.Permanent:
+				class = "permanent"
+			case attempt < p.attempts:
+				class = "expired"
+			}
+			p.fail(ctx, it, failure{class: class, reason: v.Reason, attempts: attempt, status: v.Status})
+			return
+		}
+		p.rec.Retry()
+		p.log.Debug("retrying", "id", msg.Event.ID(), "attempt", attempt, "delay", delay, "reason", v.Reason)
+		if !sleep(ctx, delay, msg.Revoked) {
+			p.abandon(it, abandonCause(ctx))
+			return
+		}
+	}
+}
+
+// invokeOnce calls the function once under the limiter. ok is false when
+// the event was abandoned (stop or revoke) instead of invoked.
+func (p *Pipeline) invokeOnce(ctx context.Context, it *item) (invoke.Result, retry.Verdict, bool) {
+	release, err := p.limiter.Acquire(ctx)
+	if err != nil {
+		p.abandon(it, abandonCause(ctx))
+		return invoke.Result{}, retry.Verdict{}, false
+	}
+	start := time.Now()
+	res, err := p.fn.Invoke(ctx, []cloudevents.Event{it.msg.Event})
+	elapsed := time.Since(start)
+	if err != nil && ctx.Err() != nil {
+		release(flow.Ignore)
+		p.abandon(it, abandonCause(ctx))
+		return invoke.Result{}, retry.Verdict{}, false
+	}
+	v := retry.Classify(err)
+	outcome := flow.Success
+	if v.Overload {
+		outcome = flow.Overload
+	}
+	release(outcome)
+	status := res.Status
+	if err != nil {
+		status = v.Status
+	}
+	p.rec.Invoked(status, elapsed.Seconds())
+	return res, v, true
+}
+
+type failure struct {
+	class    string
+	reason   string
+	attempts int
+	status   int
+}
+
+// fail routes an event to onFailure with the reason attached and acks it
+// once every route confirmed. With no onFailure route the event is logged
+// and acknowledged (counted as discarded): there is nowhere durable to keep
+// it, and blocking the partition forever would stop every other event.
+func (p *Pipeline) fail(ctx context.Context, it *item, f failure) {
+	p.rec.DeadLetter(f.class)
+	msg := it.msg
+	if len(p.onFailure) == 0 {
+		p.log.Error("event failed and no onFailure route is configured: discarded",
+			"id", msg.Event.ID(), "class", f.class, "reason", f.reason, "attempts", f.attempts,
+			"topic", msg.Coordinates.Topic, "partition", msg.Coordinates.Partition, "offset", msg.Coordinates.Offset)
+		p.finish(it, metrics.OutcomeDiscarded)
+		return
+	}
+	dl := msg.Event.Clone()
+	c := msg.Coordinates
+	dl.SetExtension(ExtReason, f.reason)
+	dl.SetExtension(ExtClass, f.class)
+	dl.SetExtension(ExtAttempts, f.attempts)
+	dl.SetExtension(ExtStatus, f.status)
+	dl.SetExtension(ExtPipeline, p.id)
+	dl.SetExtension(ExtTopic, c.Topic)
+	dl.SetExtension(ExtPartition, int(c.Partition))
+	dl.SetExtension(ExtOffset, strconv.FormatInt(c.Offset, 10))
+	if c.ID != "" {
+		dl.SetExtension(ExtMessageID, c.ID)
+	}
+	p.log.Warn("event dead-lettered", "id", msg.Event.ID(), "class", f.class, "reason", f.reason, "attempts", f.attempts)
+	if !p.writeRoutes(ctx, it, p.onFailure, []cloudevents.Event{dl}) {
+		return
+	}
+	p.finish(it, metrics.OutcomeDeadLettered)
+}
+
+// writeRoutes writes events to every route, retrying each failed route with
+// backoff until it succeeds: a route that is down holds the event (and so
+// its commit) rather than losing it. It returns false, having abandoned the
+// event, when the pipeline is stopped hard or the lane is revoked.
+func (p *Pipeline) writeRoutes(ctx context.Context, it *item, routes []route, events []cloudevents.Event) bool {
+	if len(events) == 0 {
+		return true
+	}
+	for _, r := range routes {
+		b := backoff.NewExponentialBackOff()
+		b.InitialInterval = 100 * time.Millisecond
+		b.MaxInterval = 10 * time.Second
+		for attempt := 1; ; attempt++ {
+			start := time.Now()
+			err := r.sink.Write(ctx, events)
+			p.rec.SinkWrite(r.name, err, time.Since(start).Seconds())
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				p.abandon(it, abandonCause(ctx))
+				return false
+			}
+			delay := b.NextBackOff()
+			p.log.Warn("result route write failed; retrying", "route", r.name, "id", it.msg.Event.ID(),
+				"attempt", attempt, "next", delay, "err", err)
+			if !sleep(ctx, delay, it.msg.Revoked) {
+				p.abandon(it, abandonCause(ctx))
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// finish acknowledges a done event.
+func (p *Pipeline) finish(it *item, outcome string) {
+	if err := it.ack(context.Background(), nil); err != nil {
+		p.log.Debug("ack not recorded", "id", it.msg.Event.ID(), "err", err)
+	}
+	p.rec.Finished(outcome, time.Since(it.read).Seconds())
+}
+
+// abandon gives an event back unprocessed: its position is not committed
+// and the broker redelivers it.
+func (p *Pipeline) abandon(it *item, cause error) {
+	if err := it.ack(context.Background(), cause); err != nil {
+		p.log.Debug("nack not recorded", "id", it.msg.Event.ID(), "err", err)
+	}
+	p.rec.Finished(metrics.OutcomeAbandoned, 0)
+}
+
+func abandonCause(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("abandoned: pipeline stopped: %w", ctx.Err())
+	}
+	return errRevoked
+}
+
+func revoked(m *connectors.Message) bool {
+	if m.Revoked == nil {
+		return false
+	}
+	select {
+	case <-m.Revoked:
+		return true
+	default:
+		return false
+	}
+}
+
+// sleep waits d; it returns false if ctx ended or the lane was revoked first.
+func sleep(ctx context.Context, d time.Duration, revoked <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-revoked:
+		return false
+	}
+}
+
+// SourceKind names the pipeline's source kind ("kafka", ...).
+func (p *Pipeline) SourceKind() string {
+	k, _ := SourceKind(p.spec.Spec.Source)
+	return k
+}
+
+// FunctionURL is the function endpoint.
+func (p *Pipeline) FunctionURL() string { return p.spec.Spec.Function.URL }
