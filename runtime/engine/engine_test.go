@@ -91,11 +91,11 @@ func (s *memSource) ackCount() int {
 }
 
 type memSink struct {
-	mu       sync.Mutex
-	events   []cloudevents.Event
-	down     atomic.Bool
-	failed   atomic.Int32
-	closed   atomic.Bool
+	mu     sync.Mutex
+	events []cloudevents.Event
+	down   atomic.Bool
+	failed atomic.Int32
+	closed atomic.Bool
 }
 
 func (s *memSink) Write(_ context.Context, evs []cloudevents.Event) error {
