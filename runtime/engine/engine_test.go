@@ -149,6 +149,7 @@ type harness struct {
 	calls, active atomic.Int32
 	maxActive     atomic.Int32
 	stopOnce      sync.Once
+	drain         time.Duration
 }
 
 func spec(mut func(*pipelines.Pipeline)) *pipelines.Pipeline {
@@ -214,8 +215,11 @@ func startWith(t *testing.T, s *pipelines.Pipeline, fn funcFn, setup func(*harne
 			"webhook": func(pipelines.RouteSpec, SinkEnv) (sinks.Sink, error) { return h.dlq, nil },
 		},
 	}
+	if h.drain == 0 {
+		h.drain = 5 * time.Second
+	}
 	deps := Deps{Metrics: h.reg, Limiters: flow.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		DrainTimeout: 5 * time.Second, Function: counted}
+		DrainTimeout: h.drain, Function: counted}
 	p, err := Build(s, deps, comps)
 	if err != nil {
 		t.Fatal(err)
@@ -456,7 +460,7 @@ func TestKeyOrderingParallelAcrossKeys(t *testing.T) {
 	}
 }
 
-func TestSoftStopAbandonsUnstarted(t *testing.T) {
+func TestSoftStopFinishesEverythingRead(t *testing.T) {
 	s := spec(func(p *pipelines.Pipeline) { p.Spec.Delivery.Ordering = pipelines.OrderingPartition })
 	release := make(chan struct{})
 	started := make(chan struct{}, 1)
@@ -469,16 +473,36 @@ func TestSoftStopAbandonsUnstarted(t *testing.T) {
 		return ok(e)
 	}, message("a", "t/0", "", 0), message("b", "t/0", "", 1), message("c", "t/0", "", 2))
 	<-started
-	h.cancel()
+	h.cancel() // soft stop while a runs and b, c are parked behind it
 	time.Sleep(20 * time.Millisecond)
 	close(release)
 	h.stop(t)
-	if err, ok := h.src.ack("a"); !ok || err != nil {
-		t.Fatalf("in-flight a: acked=%v err=%v (should finish during drain)", ok, err)
-	}
-	for _, id := range []string{"b", "c"} {
-		if err, ok := h.src.ack(id); ok && err == nil {
-			t.Fatalf("%s acked as done although never processed", id)
+	for _, id := range []string{"a", "b", "c"} {
+		if err, acked := h.src.ack(id); !acked || err != nil {
+			t.Fatalf("%s: acked=%v err=%v; a soft stop finishes what was read", id, acked, err)
 		}
+	}
+}
+
+func TestDrainTimeoutAbandonsWithoutAck(t *testing.T) {
+	s := spec(func(p *pipelines.Pipeline) { p.Spec.Delivery.Ordering = pipelines.OrderingPartition })
+	started := make(chan struct{}, 1)
+	h := startWith(t, s, func(ctx context.Context, e cloudevents.Event) (invoke.Result, error) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-ctx.Done() // a function that hangs until the hard stop
+		return invoke.Result{}, ctx.Err()
+	}, func(h *harness) { h.drain = 50 * time.Millisecond }, message("a", "t/0", "", 0), message("b", "t/0", "", 1))
+	<-started
+	h.stop(t)
+	for _, id := range []string{"a", "b"} {
+		if err, acked := h.src.ack(id); !acked || err == nil {
+			t.Fatalf("%s: acked=%v err=%v; want a nack (redelivery), never a silent ack", id, acked, err)
+		}
+	}
+	if len(h.dlq.all()) != 0 {
+		t.Fatal("abandoned events must not be dead-lettered")
 	}
 }

@@ -283,18 +283,20 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	p.setState(StateDraining, runErr)
 	p.log.Info("pipeline draining", "timeout", p.drain)
 	<-creditDone
-	// Nothing more will be pushed. Parked events never started: abandon
-	// them now, so only running ones hold the drain.
+	// Finish everything already read, parked events included: abandoning a
+	// parked event would hold back the commit of every later offset of its
+	// partition that did finish, and those would be redelivered.
+	drained := p.waitIdle(p.drain)
 	p.sched.Close()
 	<-dispatched
 	for _, it := range p.sched.Drain() {
-		p.abandon(it, errors.New("pipeline stopping"))
+		p.abandon(it, errors.New("abandoned: drain timeout"))
 	}
-	if !waitTimeout(&workers, p.drain) {
+	if !drained {
 		p.log.Warn("drain timeout: abandoning in-flight events; they will be redelivered")
 		hardStop()
-		workers.Wait()
 	}
+	workers.Wait()
 	p.shutdownResources()
 	p.log.Info("pipeline stopped")
 	return runErr
@@ -320,17 +322,16 @@ func (p *Pipeline) closeSinks(ctx context.Context) {
 	}
 }
 
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-done:
-		return true
-	case <-t.C:
-		return false
+// waitIdle waits until no event is queued, parked or running, or d passes.
+func (p *Pipeline) waitIdle(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for p.sched.Ready()+p.sched.Parked()+p.sched.Running() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
+	return true
 }
 
 // followLimit keeps the read-ahead credit at about twice the AIMD limit.
