@@ -27,20 +27,47 @@ type sessionState struct {
 	dirty atomic.Bool // a lane marked an offset since the last commit
 	stop  chan struct{}
 	done  chan struct{}
+
+	// unstarted counts the session's initial claims not yet consuming; the
+	// source is ready when it reaches zero, so that "start: latest" has
+	// resolved its offsets by the time Connect returns.
+	unstarted atomic.Int64
+
+	mu    sync.Mutex
+	lanes map[*lane]sarama.ConsumerGroupClaim // owned partitions, for lag reports
+}
+
+func (st *sessionState) add(l *lane, c sarama.ConsumerGroupClaim) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.lanes[l] = c
+}
+
+func (st *sessionState) remove(l *lane) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.lanes, l)
 }
 
 func (h *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
-	st := &sessionState{stop: make(chan struct{}), done: make(chan struct{})}
+	st := &sessionState{stop: make(chan struct{}), done: make(chan struct{}), lanes: map[*lane]sarama.ConsumerGroupClaim{}}
 	h.mu.Lock()
 	h.cur = st
 	h.mu.Unlock()
 	go h.s.commitLoop(sess, st)
 
+	claims := 0
+	for _, ps := range sess.Claims() {
+		claims += len(ps)
+	}
+	st.unstarted.Store(int64(claims))
 	h.s.sessions.Add(1)
 	h.s.setConnected()
 	h.s.logger.Info("kafka group session started",
 		"generation", sess.GenerationID(), "member", sess.MemberID(), "claims", sess.Claims())
-	h.s.readyOnce.Do(func() { close(h.s.ready) })
+	if claims == 0 {
+		h.s.markReady()
+	}
 	return nil
 }
 
@@ -62,13 +89,23 @@ func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	st := h.cur
 	h.mu.Unlock()
 	l := newLane(sess, claim.Topic(), claim.Partition(), &st.dirty)
+	st.add(l, claim)
+	if st.unstarted.Add(-1) == 0 {
+		h.s.markReady()
+	}
 	h.s.consumeLane(sess.Context(), claim, l)
+	st.remove(l)
 	h.s.releaseLane(sess, l)
 	return nil
 }
 
+// markReady lets Connect return: the first session consumes every claim.
+func (s *Source) markReady() { s.readyOnce.Do(func() { close(s.ready) }) }
+
 // commitLoop commits marked positions every commit interval, so that a crash
-// re-delivers at most about one interval of acknowledged messages.
+// re-delivers at most about one interval of acknowledged messages, and
+// reports each owned partition's lag. It runs apart from the partition
+// goroutines, which may be blocked handing a record to Read.
 func (s *Source) commitLoop(sess sarama.ConsumerGroupSession, st *sessionState) {
 	defer close(st.done)
 	t := time.NewTicker(s.set.commitInterval)
@@ -79,6 +116,11 @@ func (s *Source) commitLoop(sess sarama.ConsumerGroupSession, st *sessionState) 
 			if st.dirty.Swap(false) {
 				sess.Commit()
 			}
+			st.mu.Lock()
+			for l, claim := range st.lanes {
+				s.reportLag(claim, l)
+			}
+			st.mu.Unlock()
 		case <-st.stop:
 			return
 		}
@@ -90,16 +132,12 @@ func (s *Source) commitLoop(sess sarama.ConsumerGroupSession, st *sessionState) 
 // or Messages closed by a cooperative rebalance) or the source closes.
 func (s *Source) consumeLane(ctx context.Context, claim sarama.ConsumerGroupClaim, l *lane) {
 	msgs := claim.Messages()
-	tick := time.NewTicker(s.set.commitInterval)
-	defer tick.Stop()
 	for {
 		if !l.hasRoom(s.window) {
 			// Not reading Messages makes sarama stop fetching this
 			// partition once its small buffer is full; others go on.
 			select {
 			case <-l.wake:
-			case <-tick.C:
-				s.reportLag(claim, l)
 			case <-ctx.Done():
 				return
 			case <-s.stopping:
@@ -120,8 +158,6 @@ func (s *Source) consumeLane(ctx context.Context, claim sarama.ConsumerGroupClai
 			if !s.handOver(ctx, rec, l) {
 				return
 			}
-		case <-tick.C:
-			s.reportLag(claim, l)
 		case <-ctx.Done():
 			return
 		case <-s.stopping:

@@ -64,7 +64,7 @@ type Source struct {
 	// still owned by its lane.
 	deliveries chan delivery
 	stopping   chan struct{} // closed by Close
-	ready      chan struct{} // closed at the first session
+	ready      chan struct{} // closed once the first session consumes all its claims
 	readyOnce  sync.Once
 	fatal      chan struct{} // closed when the loop stopped on a permanent error
 	fatalErr   error         // written before fatal is closed
@@ -177,8 +177,9 @@ func New(spec pipelines.KafkaSource, opts connectors.Options, logger *slog.Logge
 }
 
 // Connect connects to the cluster, retrying with backoff while no broker is
-// reachable, starts the consumer group loop and waits for the first group
-// session (partitions assigned). It returns nil once consuming, ctx's error,
+// reachable, starts the consumer group loop and waits until the first group
+// session consumes every partition assigned to it (so that with start:
+// latest, a record produced after Connect returns is delivered). It returns nil once consuming, ctx's error,
 // connectors.ErrClosed, or a permanent error (bad configuration,
 // authentication or authorization refused). On error nothing keeps running.
 func (s *Source) Connect(ctx context.Context) error {

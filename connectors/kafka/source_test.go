@@ -607,3 +607,33 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// TestStartLatest: with start: latest and no committed offset, records
+// produced before Connect are skipped and every record produced after
+// Connect returned is delivered.
+func TestStartLatest(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.UniqueName(t, "latest")
+	kafkatest.CreateTopic(t, brokers, topic, 2)
+	kafkatest.Produce(t, brokers, []*sarama.ProducerMessage{
+		{Topic: topic, Partition: 0, Value: sarama.StringEncoder("old")},
+		{Topic: topic, Partition: 1, Value: sarama.StringEncoder("old")},
+	})
+	spec := pipelines.KafkaSource{Brokers: brokers, Topics: []string{topic}, Group: testenv.UniqueName(t, "grp"), Start: "latest"}
+	src, err := New(spec, connectors.Options{}, testLogger(), testOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect(t, src)
+	kafkatest.Produce(t, brokers, []*sarama.ProducerMessage{
+		{Topic: topic, Partition: 0, Value: sarama.StringEncoder("new")},
+		{Topic: topic, Partition: 1, Value: sarama.StringEncoder("new")},
+	})
+	for range 2 {
+		msg, ack := readOne(t, src)
+		if string(msg.Event.Data()) != "new" {
+			t.Fatalf("got %q from %s, want only records produced after Connect", msg.Event.Data(), msg.Lane)
+		}
+		mustAck(t, ack, nil)
+	}
+}
