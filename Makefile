@@ -6,7 +6,7 @@ SHELL := bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-BROKERS ?= kafka
+BROKERS ?= all
 # 2 cores: the JVM brokers need room; keep package parallelism modest.
 TEST_FLAGS ?= -race -count=1 -timeout 30m -p 2
 
