@@ -68,6 +68,13 @@ func ApplyDefaults(p *Pipeline) {
 		setDefault(&src.ClientID, DefaultClientID)
 	}
 
+	if r := s.Source.RabbitMQ; r != nil {
+		rabbitMQSourceDefaults(r)
+	}
+	if r := s.Source.RocketMQ; r != nil {
+		rocketMQSourceDefaults(r)
+	}
+
 	if f := s.Function; f != nil {
 		setDefault(&f.Mode, DefaultMode)
 		setDefault(&f.Timeout, Duration(DefaultFunctionTimeout))
@@ -100,6 +107,12 @@ func ApplyDefaults(p *Pipeline) {
 	for _, routes := range [][]RouteSpec{s.Results.OnSuccess, s.Results.OnFailure} {
 		for i := range routes {
 			routeDefaults(&routes[i], src)
+			if r := routes[i].RabbitMQ; r != nil {
+				rabbitMQSinkDefaults(r)
+			}
+			if r := routes[i].RocketMQ; r != nil {
+				rocketMQSinkDefaults(r, &s.Source)
+			}
 		}
 	}
 }

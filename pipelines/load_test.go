@@ -186,10 +186,10 @@ spec:
     onFailure: [{log: {}, webhook: {url: "http://w/"}}]
 `,
 			want: []string{
-				`p.yaml:5:11: spec.source: one of kafka is required`,
+				`p.yaml:5:11: spec.source: one of kafka, rabbitmq or rocketmq is required`,
 				`p.yaml:7:11: spec.filter: only one of exact, prefix, suffix, all, any, not or sql may be set, got prefix and suffix`,
-				`p.yaml:9:17: spec.results.onSuccess[0]: one of kafka, webhook or log is required`,
-				`p.yaml:10:17: spec.results.onFailure[0]: only one of kafka, webhook or log may be set, got webhook and log`,
+				`p.yaml:9:17: spec.results.onSuccess[0]: one of kafka, webhook, log, rabbitmq or rocketmq is required`,
+				`p.yaml:10:17: spec.results.onFailure[0]: only one of kafka, webhook, log, rabbitmq or rocketmq may be set, got webhook and log`,
 			},
 		},
 		{
@@ -295,7 +295,7 @@ spec:
     onSuccess: [{kafka: {topic: out}}]
 `,
 			want: []string{
-				`p.yaml:5:11: spec.source: one of kafka is required`,
+				`p.yaml:5:11: spec.source: one of kafka, rabbitmq or rocketmq is required`,
 				`p.yaml:8:18: spec.results.onSuccess[0].kafka.brokers: missing required field (there is no Kafka source to take them from)`,
 			},
 		},

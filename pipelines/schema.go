@@ -3,12 +3,13 @@ package pipelines
 //go:generate go run ./internal/gendocs -schema ../docs/schema/pipeline.schema.json -reference ../docs/reference.md
 
 import (
-	_ "embed" // typesGo
+	"embed"
 	"encoding/json"
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
 	"reflect"
 	"regexp"
 	"strings"
@@ -25,10 +26,10 @@ const durationPattern = `^(0|([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h
 
 // typesGo is the source of the document types: its doc comments are the
 // descriptions in the schema and the reference, so they live in one place.
-// Document types added in other files must be embedded too.
+// Types live in types*.go files (types_rabbitmq.go, ...), all embedded here.
 //
-//go:embed types.go
-var typesGo string
+//go:embed types*.go
+var typesGo embed.FS
 
 // Schema returns the JSON Schema of a Pipeline document, generated from the
 // Go types, their doc comments and ApplyDefaults. docs/schema/pipeline.schema.json
@@ -122,11 +123,27 @@ type typeDoc struct {
 
 // typeDocs parses the doc comments of typesGo, joined into single lines.
 func typeDocs() (map[string]typeDoc, error) {
-	f, err := parser.ParseFile(token.NewFileSet(), "types.go", typesGo, parser.ParseComments)
+	names, err := fs.Glob(typesGo, "types*.go")
 	if err != nil {
-		return nil, fmt.Errorf("parsing embedded types.go: %w", err)
+		return nil, err
 	}
 	out := make(map[string]typeDoc)
+	for _, name := range names {
+		src, err := typesGo.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), name, src, parser.ParseComments)
+		if err != nil {
+			return nil, fmt.Errorf("parsing embedded %s: %w", name, err)
+		}
+		collectTypeDocs(f, out)
+	}
+	return out, nil
+}
+
+// collectTypeDocs adds the doc comments of f's types to out.
+func collectTypeDocs(f *ast.File, out map[string]typeDoc) {
 	for _, decl := range f.Decls {
 		gd, ok := decl.(*ast.GenDecl)
 		if !ok || gd.Tok != token.TYPE {
@@ -153,7 +170,6 @@ func typeDocs() (map[string]typeDoc, error) {
 			out[ts.Name.Name] = td
 		}
 	}
-	return out, nil
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

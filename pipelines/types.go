@@ -94,6 +94,10 @@ type PipelineSpec struct {
 type SourceSpec struct {
 	// Kafka consumes Kafka topics with a consumer group.
 	Kafka *KafkaSource `yaml:"kafka,omitempty" json:"kafka,omitempty"`
+	// RabbitMQ consumes a RabbitMQ queue.
+	RabbitMQ *RabbitMQSource `yaml:"rabbitmq,omitempty" json:"rabbitmq,omitempty"`
+	// RocketMQ consumes a RocketMQ topic with a consumer group.
+	RocketMQ *RocketMQSource `yaml:"rocketmq,omitempty" json:"rocketmq,omitempty"`
 }
 
 // KafkaSource consumes topics with a consumer group.
@@ -262,6 +266,10 @@ type RouteSpec struct {
 	Webhook *WebhookSink `yaml:"webhook,omitempty" json:"webhook,omitempty"`
 	// Log writes to standard output.
 	Log *LogSink `yaml:"log,omitempty" json:"log,omitempty"`
+	// RabbitMQ publishes to a RabbitMQ exchange with publisher confirms.
+	RabbitMQ *RabbitMQSink `yaml:"rabbitmq,omitempty" json:"rabbitmq,omitempty"`
+	// RocketMQ sends to a RocketMQ topic.
+	RocketMQ *RocketMQSink `yaml:"rocketmq,omitempty" json:"rocketmq,omitempty"`
 }
 
 // KafkaSink produces events to a topic (Kafka binary content mode). When

@@ -213,7 +213,19 @@ func validateSource(v *validator, path string, s *SourceSpec) {
 	if s.Kafka != nil {
 		set = append(set, "kafka")
 	}
-	v.exactlyOne(path, []string{"kafka"}, set)
+	if s.RabbitMQ != nil {
+		set = append(set, "rabbitmq")
+	}
+	if s.RocketMQ != nil {
+		set = append(set, "rocketmq")
+	}
+	v.exactlyOne(path, []string{"kafka", "rabbitmq", "rocketmq"}, set)
+	if s.RabbitMQ != nil {
+		validateRabbitMQSource(v, path+".rabbitmq", s.RabbitMQ)
+	}
+	if s.RocketMQ != nil {
+		validateRocketMQSource(v, path+".rocketmq", s.RocketMQ)
+	}
 	if k := s.Kafka; k != nil {
 		path := path + ".kafka"
 		validateBrokers(v, path+".brokers", k.Brokers)
@@ -459,7 +471,19 @@ func validateRoutes(v *validator, path string, routes []RouteSpec, src *KafkaSou
 		if r.Log != nil {
 			set = append(set, "log")
 		}
-		v.exactlyOne(p, []string{"kafka", "webhook", "log"}, set)
+		if r.RabbitMQ != nil {
+			set = append(set, "rabbitmq")
+		}
+		if r.RocketMQ != nil {
+			set = append(set, "rocketmq")
+		}
+		v.exactlyOne(p, []string{"kafka", "webhook", "log", "rabbitmq", "rocketmq"}, set)
+		if r.RabbitMQ != nil {
+			validateRabbitMQSink(v, p+".rabbitmq", r.RabbitMQ)
+		}
+		if r.RocketMQ != nil {
+			validateRocketMQSink(v, p+".rocketmq", r.RocketMQ)
+		}
 		if k := r.Kafka; k != nil {
 			validateKafkaSink(v, p+".kafka", k, src)
 		}

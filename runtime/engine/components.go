@@ -65,6 +65,10 @@ func SourceKind(spec pipelines.SourceSpec) (string, error) {
 	switch {
 	case spec.Kafka != nil:
 		return "kafka", nil
+	case spec.RabbitMQ != nil:
+		return "rabbitmq", nil
+	case spec.RocketMQ != nil:
+		return "rocketmq", nil
 	}
 	return "", fmt.Errorf("no source configured")
 }
@@ -78,6 +82,10 @@ func RouteKind(r pipelines.RouteSpec) (string, error) {
 		return "webhook", nil
 	case r.Log != nil:
 		return "log", nil
+	case r.RabbitMQ != nil:
+		return "rabbitmq", nil
+	case r.RocketMQ != nil:
+		return "rocketmq", nil
 	}
 	return "", fmt.Errorf("no sink configured in route")
 }
