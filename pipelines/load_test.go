@@ -159,7 +159,7 @@ spec:
 			name: "missing source and spec",
 			yaml: "apiVersion: sluice.dev/v1\nkind: Pipeline\nmetadata: {name: p1}\n",
 			want: []string{
-				`p.yaml:1:1: spec.source: missing required field (one of kafka)`,
+				`p.yaml:1:1: spec.source: missing required field (one of kafka, rabbitmq or rocketmq)`,
 				`p.yaml:1:1: spec.function: missing required field`,
 			},
 		},
