@@ -55,7 +55,9 @@ type Sink struct {
 	cfg    *sarama.Config
 	logger *slog.Logger
 
-	mu       sync.Mutex // guards the fields below; held while connecting
+	dialMu sync.Mutex // serialises connection attempts
+
+	mu       sync.Mutex // guards the fields below; never held across network calls
 	closed   bool
 	producer sarama.AsyncProducer
 	client   sarama.Client
@@ -185,32 +187,56 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 
 // connect returns the producer, creating it on first use. A failed attempt
 // is reported (ErrUnavailable) rather than retried here: the caller's retry
-// policy decides when to try again.
+// policy decides when to try again. Attempts are serialised by dialMu so
+// that Health and Close never wait for a dial.
 func (s *Sink) connect() (sarama.AsyncProducer, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, ErrClosed
+	if p, err := s.current(); p != nil || err != nil {
+		return p, err
 	}
-	if s.producer != nil {
-		return s.producer, nil
+	s.dialMu.Lock()
+	defer s.dialMu.Unlock()
+	if p, err := s.current(); p != nil || err != nil {
+		return p, err
 	}
 	client, err := sarama.NewClient(s.spec.Brokers, s.cfg)
 	if err != nil {
-		s.lastErr = err
+		s.setLastErr(err)
 		s.logger.Warn("kafka sink connect failed", "err", err)
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	p, err := sarama.NewAsyncProducerFromClient(client)
 	if err != nil {
 		_ = client.Close()
-		s.lastErr = err
+		s.setLastErr(err)
 		return nil, fmt.Errorf("%w: producer: %w", ErrUnavailable, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = p.Close()
+		_ = client.Close()
+		return nil, ErrClosed
 	}
 	s.client, s.producer, s.lastErr = client, p, nil
 	s.done = make(chan struct{})
 	go s.confirm(p, s.done)
 	return p, nil
+}
+
+// current returns the producer if connected, or ErrClosed.
+func (s *Sink) current() (sarama.AsyncProducer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	return s.producer, nil
+}
+
+func (s *Sink) setLastErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastErr = err
 }
 
 // confirm routes each broker confirmation to its Write. It ends when the
