@@ -8,6 +8,7 @@ import (
 	"github.com/sluicehq/sluice/connectors"
 	kafkasource "github.com/sluicehq/sluice/connectors/kafka"
 	"github.com/sluicehq/sluice/pipelines"
+	"github.com/sluicehq/sluice/runtime/metrics"
 	"github.com/sluicehq/sluice/sinks"
 	kafkasink "github.com/sluicehq/sluice/sinks/kafka"
 	logsink "github.com/sluicehq/sluice/sinks/log"
@@ -15,7 +16,15 @@ import (
 )
 
 // SourceFactory builds a source from its spec.
-type SourceFactory func(spec pipelines.SourceSpec, opts connectors.Options, log *slog.Logger) (connectors.Source, error)
+type SourceFactory func(spec pipelines.SourceSpec, opts connectors.Options, env SourceEnv) (connectors.Source, error)
+
+// SourceEnv is what source factories may use besides their own spec.
+type SourceEnv struct {
+	Log *slog.Logger
+	// Metrics records the pipeline's lag and connection state; it
+	// implements the connectors' recorder interfaces.
+	Metrics *metrics.Pipeline
+}
 
 // SinkFactory builds a sink from a route spec. source is the pipeline's
 // source spec, for defaults such as a Kafka sink's brokers.
@@ -39,8 +48,8 @@ type Components struct {
 func DefaultComponents() Components {
 	return Components{
 		Sources: map[string]SourceFactory{
-			"kafka": func(s pipelines.SourceSpec, o connectors.Options, l *slog.Logger) (connectors.Source, error) {
-				return kafkasource.New(*s.Kafka, o, l)
+			"kafka": func(s pipelines.SourceSpec, o connectors.Options, env SourceEnv) (connectors.Source, error) {
+				return kafkasource.New(*s.Kafka, o, env.Log, kafkasource.WithRecorder(env.Metrics))
 			},
 		},
 		Sinks: map[string]SinkFactory{

@@ -207,7 +207,7 @@ func startWith(t *testing.T, s *pipelines.Pipeline, fn funcFn, setup func(*harne
 		return fn(ctx, e)
 	})
 	comps := Components{
-		Sources: map[string]SourceFactory{"kafka": func(pipelines.SourceSpec, connectors.Options, *slog.Logger) (connectors.Source, error) {
+		Sources: map[string]SourceFactory{"kafka": func(pipelines.SourceSpec, connectors.Options, SourceEnv) (connectors.Source, error) {
 			return h.src, nil
 		}},
 		Sinks: map[string]SinkFactory{

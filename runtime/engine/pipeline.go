@@ -150,7 +150,7 @@ func Build(spec *pipelines.Pipeline, deps Deps, comps Components) (p *Pipeline, 
 	if !ok {
 		return nil, fmt.Errorf("pipeline %s: source kind %q is not available", id, kind)
 	}
-	if p.src, err = newSource(spec.Spec.Source, connectors.Options{Window: d.Window, Name: id}, log); err != nil {
+	if p.src, err = newSource(spec.Spec.Source, connectors.Options{Window: d.Window, Name: id}, SourceEnv{Log: log, Metrics: p.rec}); err != nil {
 		return nil, fmt.Errorf("pipeline %s: source %s: %w", id, kind, err)
 	}
 	defer func() {

@@ -42,7 +42,6 @@ type Registry struct {
 	sinkDuration  *prometheus.HistogramVec
 	lag           *prometheus.GaugeVec
 	sourceUp      *prometheus.GaugeVec
-	sourceErrors  *prometheus.CounterVec
 	flowLimit     *prometheus.GaugeVec
 	flowInFlight  *prometheus.GaugeVec
 	flowCuts      *prometheus.CounterVec
@@ -89,9 +88,6 @@ func New(version string) *Registry {
 	r.sourceUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_source_connected", Help: "1 while the pipeline's source is connected to its broker, else 0.",
 	}, pl)
-	r.sourceErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sluice_source_errors_total", Help: "Broker connection and consume errors seen by the source (each is retried with backoff).",
-	}, pl)
 	fl := []string{"function"}
 	r.flowLimit = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_flow_limit", Help: "Current AIMD concurrency limit per function endpoint.",
@@ -110,7 +106,7 @@ func New(version string) *Registry {
 	})
 	build.Set(1)
 	r.reg.MustRegister(r.received, r.processed, r.retries, r.deadLetters, r.fnDuration, r.e2eDuration,
-		r.inFlight, r.sinkWrites, r.sinkDuration, r.lag, r.sourceUp, r.sourceErrors, r.flowLimit,
+		r.inFlight, r.sinkWrites, r.sinkDuration, r.lag, r.sourceUp, r.flowLimit,
 		r.flowInFlight, r.flowCuts, r.pipelineState, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
@@ -127,24 +123,23 @@ func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
 // Pipeline returns the recorder for one pipeline. Safe to call repeatedly.
 func (r *Registry) Pipeline(name string) *Pipeline {
 	return &Pipeline{
-		reg:         r,
-		name:        name,
-		received:    r.received.WithLabelValues(name),
-		succeeded:   r.processed.WithLabelValues(name, OutcomeSucceeded),
-		deadLetter:  r.processed.WithLabelValues(name, OutcomeDeadLettered),
-		discarded:   r.processed.WithLabelValues(name, OutcomeDiscarded),
-		filtered:    r.processed.WithLabelValues(name, OutcomeFiltered),
-		abandoned:   r.processed.WithLabelValues(name, OutcomeAbandoned),
-		retries:     r.retries.WithLabelValues(name),
-		fn2xx:       r.fnDuration.WithLabelValues(name, "2xx"),
-		fn4xx:       r.fnDuration.WithLabelValues(name, "4xx"),
-		fn5xx:       r.fnDuration.WithLabelValues(name, "5xx"),
-		fnErr:       r.fnDuration.WithLabelValues(name, "error"),
-		e2e:         r.e2eDuration.WithLabelValues(name),
-		inFlight:    r.inFlight.WithLabelValues(name),
-		sourceUp:    r.sourceUp.WithLabelValues(name),
-		sourceError: r.sourceErrors.WithLabelValues(name),
-		running:     r.pipelineState.WithLabelValues(name),
+		reg:        r,
+		name:       name,
+		received:   r.received.WithLabelValues(name),
+		succeeded:  r.processed.WithLabelValues(name, OutcomeSucceeded),
+		deadLetter: r.processed.WithLabelValues(name, OutcomeDeadLettered),
+		discarded:  r.processed.WithLabelValues(name, OutcomeDiscarded),
+		filtered:   r.processed.WithLabelValues(name, OutcomeFiltered),
+		abandoned:  r.processed.WithLabelValues(name, OutcomeAbandoned),
+		retries:    r.retries.WithLabelValues(name),
+		fn2xx:      r.fnDuration.WithLabelValues(name, "2xx"),
+		fn4xx:      r.fnDuration.WithLabelValues(name, "4xx"),
+		fn5xx:      r.fnDuration.WithLabelValues(name, "5xx"),
+		fnErr:      r.fnDuration.WithLabelValues(name, "error"),
+		e2e:        r.e2eDuration.WithLabelValues(name),
+		inFlight:   r.inFlight.WithLabelValues(name),
+		sourceUp:   r.sourceUp.WithLabelValues(name),
+		running:    r.pipelineState.WithLabelValues(name),
 	}
 }
 
@@ -156,7 +151,6 @@ type Pipeline struct {
 	received, succeeded, deadLetter, discarded, filtered, abandoned, retries prometheus.Counter
 	fn2xx, fn4xx, fn5xx, fnErr, e2e                                          prometheus.Observer
 	inFlight, sourceUp, running                                              prometheus.Gauge
-	sourceError                                                              prometheus.Counter
 }
 
 // Received counts an event read from the source.
@@ -220,8 +214,16 @@ func (p *Pipeline) SetRunning(running bool) { p.running.Set(b2f(running)) }
 // SetConnected records the source's connection state.
 func (p *Pipeline) SetConnected(up bool) { p.sourceUp.Set(b2f(up)) }
 
-// SourceError counts a broker error seen by the source.
-func (p *Pipeline) SourceError() { p.sourceError.Inc() }
+// PartitionLag records a partition's lag (connectors' Recorder interface).
+func (p *Pipeline) PartitionLag(topic string, partition int32, lag int64) {
+	p.SetLag(topic, partition, lag)
+}
+
+// PartitionReleased drops a revoked partition's lag series.
+func (p *Pipeline) PartitionReleased(topic string, partition int32) { p.DeleteLag(topic, partition) }
+
+// Connected records the source's connection state.
+func (p *Pipeline) Connected(up bool) { p.SetConnected(up) }
 
 // SetLag records a partition's lag.
 func (p *Pipeline) SetLag(topic string, partition int32, lag int64) {
