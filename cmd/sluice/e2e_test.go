@@ -64,7 +64,8 @@ func freeAddr(t *testing.T) string {
 type proc struct {
 	cmd  *exec.Cmd
 	log  string
-	done chan error
+	done chan struct{} // closed when the process exited
+	err  error         // its exit status, valid once done is closed
 }
 
 func startProc(t *testing.T, name string, args ...string) *proc {
@@ -78,8 +79,8 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, log: logf.Name(), done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait(); logf.Close() }()
+	p := &proc{cmd: cmd, log: logf.Name(), done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); logf.Close(); close(p.done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-p.done
@@ -99,9 +100,8 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal) error {
 	t.Helper()
 	_ = p.cmd.Process.Signal(sig)
 	select {
-	case err := <-p.done:
-		p.done <- err
-		return err
+	case <-p.done:
+		return p.err
 	case <-time.After(90 * time.Second):
 		t.Fatalf("process did not exit after %v", sig)
 		return nil
@@ -334,7 +334,7 @@ func TestLedgerSurvivesSIGKILL(t *testing.T) {
 	ledger := filepath.Join(t.TempDir(), "ledger.txt")
 	fnAddr := freeAddr(t)
 	startProc(t, bin(t, "function"), "-addr", fnAddr, "-fail-rate", "0.1", "-poison-prefix", "poison-",
-		"-latency", "1ms", "-ledger", ledger, "-seed", "42")
+		"-latency", "1ms", "-ledger", ledger, "-seed", "42", "-quiet")
 	waitHTTP(t, "http://"+fnAddr+"/healthz")
 
 	pipeline := writePipeline(t, brokers, in, testenv.UniqueName(t, "g"), results, dlq, fnAddr, "")
@@ -429,7 +429,9 @@ func dlqIDs(recs []*sarama.ConsumerMessage) map[string]string {
 func TestGracefulShutdownLosesAndRepeatsNothing(t *testing.T) {
 	brokers := testenv.KafkaBrokers(t)
 	in, results, dlq := testenv.UniqueName(t, "in"), testenv.UniqueName(t, "results"), testenv.UniqueName(t, "dlq")
-	const total = 3000
+	// 50 ms per call and at most 64 keys in flight: about 5 s of work, so
+	// the SIGTERM at a third lands mid-stream.
+	const total = 6000
 	createTopics(t, brokers, 4, in, results, dlq)
 	ids := make([]string, total)
 	for i := range ids {
@@ -439,7 +441,7 @@ func TestGracefulShutdownLosesAndRepeatsNothing(t *testing.T) {
 
 	ledger := filepath.Join(t.TempDir(), "ledger.txt")
 	fnAddr := freeAddr(t)
-	startProc(t, bin(t, "function"), "-addr", fnAddr, "-latency", "2ms", "-ledger", ledger)
+	startProc(t, bin(t, "function"), "-addr", fnAddr, "-latency", "50ms", "-ledger", ledger, "-quiet")
 	waitHTTP(t, "http://"+fnAddr+"/healthz")
 	pipeline := writePipeline(t, brokers, in, testenv.UniqueName(t, "g"), results, dlq, fnAddr, "")
 

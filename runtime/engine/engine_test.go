@@ -119,10 +119,6 @@ func (s *memSink) all() []cloudevents.Event {
 
 type funcFn func(ctx context.Context, e cloudevents.Event) (invoke.Result, error)
 
-func (f funcFn) Invoke(ctx context.Context, in []cloudevents.Event) (invoke.Result, error) {
-	return f(ctx, in[0])
-}
-
 func event(id string) cloudevents.Event {
 	e := cloudevents.NewEvent()
 	e.SetID(id)
@@ -150,6 +146,7 @@ type harness struct {
 	maxActive     atomic.Int32
 	stopOnce      sync.Once
 	drain         time.Duration
+	batch         batchFn // when set, the function sees whole batches
 }
 
 func spec(mut func(*pipelines.Pipeline)) *pipelines.Pipeline {
@@ -194,18 +191,7 @@ func startWith(t *testing.T, s *pipelines.Pipeline, fn funcFn, setup func(*harne
 	if setup != nil {
 		setup(h)
 	}
-	counted := funcFn(func(ctx context.Context, e cloudevents.Event) (invoke.Result, error) {
-		h.calls.Add(1)
-		n := h.active.Add(1)
-		defer h.active.Add(-1)
-		for {
-			m := h.maxActive.Load()
-			if n <= m || h.maxActive.CompareAndSwap(m, n) {
-				break
-			}
-		}
-		return fn(ctx, e)
-	})
+	counted := &countedFn{h: h, single: fn}
 	comps := Components{
 		Sources: map[string]SourceFactory{"kafka": func(pipelines.SourceSpec, connectors.Options, SourceEnv) (connectors.Source, error) {
 			return h.src, nil
@@ -234,6 +220,29 @@ func startWith(t *testing.T, s *pipelines.Pipeline, fn funcFn, setup func(*harne
 }
 
 // stop stops the pipeline and waits for Run; safe to call twice.
+// countedFn counts calls and concurrency, then calls the test's function.
+type countedFn struct {
+	h      *harness
+	single funcFn
+}
+
+func (c *countedFn) Invoke(ctx context.Context, in []cloudevents.Event) (invoke.Result, error) {
+	h := c.h
+	h.calls.Add(1)
+	n := h.active.Add(1)
+	defer h.active.Add(-1)
+	for {
+		m := h.maxActive.Load()
+		if n <= m || h.maxActive.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	if h.batch != nil {
+		return h.batch(ctx, in)
+	}
+	return c.single(ctx, in[0])
+}
+
 func (h *harness) stop(t *testing.T) {
 	t.Helper()
 	h.stopOnce.Do(func() {

@@ -57,21 +57,25 @@ type Deps struct {
 
 // Pipeline is one running binding. Build it with Build, run it with Run.
 type Pipeline struct {
-	spec      *pipelines.Pipeline
-	id        string
-	src       connectors.Source
-	fn        invoke.Function
-	limiter   flow.Limiter
-	policy    *retry.Policy
-	attempts  int
-	filter    filter.Filter
-	onSuccess []route
-	onFailure []route
-	ordering  consumer.Ordering
-	sched     *consumer.Scheduler[*item]
-	rec       *metrics.Pipeline
-	log       *slog.Logger
-	drain     time.Duration
+	spec     *pipelines.Pipeline
+	id       string
+	src      connectors.Source
+	fn       invoke.Function
+	limiter  flow.Limiter
+	policy   *retry.Policy
+	attempts int
+	// retryAfterMax caps how long a Retry-After may pause the limiter.
+	retryAfterMax time.Duration
+	filter        filter.Filter
+	onSuccess     []route
+	onFailure     []route
+	ordering      consumer.Ordering
+	sched         *consumer.Scheduler[*item]
+	rec           *metrics.Pipeline
+	log           *slog.Logger
+	drain         time.Duration
+	maxEvents     int           // batch mode: events per invocation (1 otherwise)
+	linger        time.Duration // batch mode: how long a batch waits to fill
 
 	stateMu sync.Mutex
 	state   string
@@ -118,13 +122,15 @@ func Build(spec *pipelines.Pipeline, deps Deps, comps Components) (p *Pipeline, 
 	}
 	p.policy = retry.NewPolicy(d.Retry, d.MaxEventAge.D())
 	p.attempts = d.Retry.Attempts
+	p.retryAfterMax = d.Retry.RetryAfterMax.D()
 
 	fnSpec := spec.Spec.Function
 	if fnSpec == nil {
 		return nil, fmt.Errorf("pipeline %s: no function configured", id)
 	}
-	if fnSpec.Mode == pipelines.ModeBatch {
-		return nil, fmt.Errorf("pipeline %s: function.mode batch is not available yet", id)
+	p.maxEvents = 1
+	if fnSpec.Mode == pipelines.ModeBatch && fnSpec.Batch != nil {
+		p.maxEvents, p.linger = max(fnSpec.Batch.MaxEvents, 1), fnSpec.Batch.Linger.D()
 	}
 	p.fn = deps.Function
 	if p.fn == nil {
@@ -140,7 +146,7 @@ func Build(spec *pipelines.Pipeline, deps Deps, comps Components) (p *Pipeline, 
 	p.limiter = deps.Limiters.For(fnSpec.URL, flow.Config{
 		Initial: c.Initial, Min: c.Min, Max: c.Max, Recorder: deps.Metrics.Limiter(fnSpec.URL),
 	})
-	p.sched = consumer.NewScheduler[*item](p.ordering, creditFor(p.limiter.Limit()))
+	p.sched = consumer.NewScheduler[*item](p.ordering, p.creditFor(p.limiter.Limit()))
 
 	kind, err := SourceKind(spec.Spec.Source)
 	if err != nil {
@@ -194,9 +200,10 @@ func buildRoutes(specs []pipelines.RouteSpec, list string, comps Components, env
 }
 
 // creditFor is the read-ahead allowed for a concurrency limit: about twice
-// the limit, so the function never waits for the broker and memory stays
-// bounded whatever the backlog (DESIGN §6).
-func creditFor(limit int) int { return max(2*limit, 2) }
+// the limit's worth of events (the limit counts invocations, each of up to
+// maxEvents events), so the function never waits for the broker and memory
+// stays bounded whatever the backlog (DESIGN §6).
+func (p *Pipeline) creditFor(limit int) int { return max(2*limit*p.maxEvents, 2) }
 
 // ID is the pipeline's tenant/name.
 func (p *Pipeline) ID() string { return p.id }
@@ -269,7 +276,14 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	readErr := make(chan error, 1)
 	dispatched := make(chan struct{})
 	go func() { readErr <- p.readLoop(readCtx) }()
-	go func() { defer close(dispatched); p.dispatchLoop(work, &workers) }()
+	go func() {
+		defer close(dispatched)
+		if p.maxEvents > 1 {
+			p.batchLoop(work, &workers)
+		} else {
+			p.dispatchLoop(work, &workers)
+		}
+	}()
 	creditDone := make(chan struct{})
 	go func() { defer close(creditDone); p.followLimit(readCtx) }()
 
@@ -344,7 +358,7 @@ func (p *Pipeline) followLimit(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if c := creditFor(p.limiter.Limit()); c != last {
+			if c := p.creditFor(p.limiter.Limit()); c != last {
 				p.sched.SetCredit(c)
 				last = c
 			}
@@ -400,16 +414,7 @@ var errRevoked = fmt.Errorf("abandoned: %w", connectors.ErrRevoked)
 // pipeline stops or its lane is revoked.
 func (p *Pipeline) process(ctx context.Context, it *item) {
 	msg := it.msg
-	if revoked(msg) {
-		p.abandon(it, errRevoked)
-		return
-	}
-	if msg.DecodeErr != nil {
-		p.fail(ctx, it, failure{class: "undecodable", reason: "undecodable message: " + msg.DecodeErr.Error()})
-		return
-	}
-	if !p.filter.Match(&msg.Event) {
-		p.finish(it, metrics.OutcomeFiltered)
+	if !p.admit(ctx, it) {
 		return
 	}
 	for attempt := 1; ; attempt++ {
@@ -418,7 +423,8 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 			return
 		}
 		if v.Class == retry.Success {
-			if !p.writeRoutes(ctx, it, p.onSuccess, res.Events) {
+			if !p.writeRoutes(ctx, p.onSuccess, res.Events, msg.Revoked) {
+				p.abandon(it, abandonCause(ctx))
 				return
 			}
 			p.finish(it, metrics.OutcomeSucceeded)
@@ -426,14 +432,7 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 		}
 		delay, again := p.policy.Next(attempt, v, it.read, time.Now())
 		if !again {
-			class := "exhausted"
-			switch {
-			case v.Class == retry.Permanent:
-				class = "permanent"
-			case attempt < p.attempts:
-				class = "expired"
-			}
-			p.fail(ctx, it, failure{class: class, reason: v.Reason, attempts: attempt, status: v.Status})
+			p.fail(ctx, it, p.failureOf(v, attempt))
 			return
 		}
 		p.rec.Retry()
@@ -445,26 +444,60 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 	}
 }
 
+// admit finishes events that need no invocation: revoked (abandoned),
+// undecodable (dead-lettered) and filtered out (acked). It reports whether
+// the event is to be invoked.
+func (p *Pipeline) admit(ctx context.Context, it *item) bool {
+	msg := it.msg
+	switch {
+	case revoked(msg):
+		p.abandon(it, errRevoked)
+	case msg.DecodeErr != nil:
+		p.fail(ctx, it, failure{class: "undecodable", reason: "undecodable message: " + msg.DecodeErr.Error()})
+	case !p.filter.Match(&msg.Event):
+		p.finish(it, metrics.OutcomeFiltered)
+	default:
+		return true
+	}
+	return false
+}
+
 // invokeOnce calls the function once under the limiter. ok is false when
 // the event was abandoned (stop or revoke) instead of invoked.
 func (p *Pipeline) invokeOnce(ctx context.Context, it *item) (invoke.Result, retry.Verdict, bool) {
+	res, v, ok := p.call(ctx, []cloudevents.Event{it.msg.Event})
+	if !ok {
+		p.abandon(it, abandonCause(ctx))
+	}
+	return res, v, ok
+}
+
+// call invokes the function once under the limiter and classifies the
+// outcome. ok is false when ctx ended before or during the call.
+func (p *Pipeline) call(ctx context.Context, events []cloudevents.Event) (invoke.Result, retry.Verdict, bool) {
 	release, err := p.limiter.Acquire(ctx)
 	if err != nil {
-		p.abandon(it, abandonCause(ctx))
 		return invoke.Result{}, retry.Verdict{}, false
 	}
 	start := time.Now()
-	res, err := p.fn.Invoke(ctx, []cloudevents.Event{it.msg.Event})
+	res, err := p.fn.Invoke(ctx, events)
 	elapsed := time.Since(start)
 	if err != nil && ctx.Err() != nil {
 		release(flow.Ignore)
-		p.abandon(it, abandonCause(ctx))
 		return invoke.Result{}, retry.Verdict{}, false
 	}
 	v := retry.Classify(err)
 	outcome := flow.Success
 	if v.Overload {
 		outcome = flow.Overload
+		// A 503 with Retry-After says the whole target is unavailable until
+		// then: hold every new call, not just this event's retry. A 429 is
+		// about this call's share: the AIMD cut and the event's own
+		// Retry-After delay answer it, and pausing everything would throw
+		// away the capacity that is there.
+		if pz, ok := p.limiter.(interface{ Pause(time.Time) }); ok && v.Status == 503 && v.RetryAfter > 0 {
+			pz.Pause(time.Now().Add(min(v.RetryAfter, p.retryAfterMax)))
+		}
 	}
 	release(outcome)
 	status := res.Status
@@ -496,6 +529,17 @@ func (p *Pipeline) fail(ctx context.Context, it *item, f failure) {
 		p.finish(it, metrics.OutcomeDiscarded)
 		return
 	}
+	p.log.Warn("event dead-lettered", "id", msg.Event.ID(), "class", f.class, "reason", f.reason, "attempts", f.attempts)
+	if !p.writeRoutes(ctx, p.onFailure, []cloudevents.Event{p.deadLetter(msg, f)}, msg.Revoked) {
+		p.abandon(it, abandonCause(ctx))
+		return
+	}
+	p.finish(it, metrics.OutcomeDeadLettered)
+}
+
+// deadLetter is the event written to onFailure: the original event with
+// the failure and its original coordinates as extension attributes.
+func (p *Pipeline) deadLetter(msg *connectors.Message, f failure) cloudevents.Event {
 	dl := msg.Event.Clone()
 	c := msg.Coordinates
 	dl.SetExtension(ExtReason, f.reason)
@@ -509,18 +553,15 @@ func (p *Pipeline) fail(ctx context.Context, it *item, f failure) {
 	if c.ID != "" {
 		dl.SetExtension(ExtMessageID, c.ID)
 	}
-	p.log.Warn("event dead-lettered", "id", msg.Event.ID(), "class", f.class, "reason", f.reason, "attempts", f.attempts)
-	if !p.writeRoutes(ctx, it, p.onFailure, []cloudevents.Event{dl}) {
-		return
-	}
-	p.finish(it, metrics.OutcomeDeadLettered)
+	return dl
 }
 
 // writeRoutes writes events to every route, retrying each failed route with
-// backoff until it succeeds: a route that is down holds the event (and so
-// its commit) rather than losing it. It returns false, having abandoned the
-// event, when the pipeline is stopped hard or the lane is revoked.
-func (p *Pipeline) writeRoutes(ctx context.Context, it *item, routes []route, events []cloudevents.Event) bool {
+// backoff until it succeeds: a route that is down holds the events (and so
+// their commits) rather than losing them. It returns false when the
+// pipeline is stopped hard or revoked closes first; the caller then
+// abandons the events' messages.
+func (p *Pipeline) writeRoutes(ctx context.Context, routes []route, events []cloudevents.Event, revoked <-chan struct{}) bool {
 	if len(events) == 0 {
 		return true
 	}
@@ -536,14 +577,12 @@ func (p *Pipeline) writeRoutes(ctx context.Context, it *item, routes []route, ev
 				break
 			}
 			if ctx.Err() != nil {
-				p.abandon(it, abandonCause(ctx))
 				return false
 			}
 			delay := b.NextBackOff()
-			p.log.Warn("result route write failed; retrying", "route", r.name, "id", it.msg.Event.ID(),
-				"attempt", attempt, "next", delay, "err", err)
-			if !sleep(ctx, delay, it.msg.Revoked) {
-				p.abandon(it, abandonCause(ctx))
+			p.log.Warn("result route write failed; retrying", "route", r.name, "events", len(events),
+				"first_id", events[0].ID(), "attempt", attempt, "next", delay, "err", err)
+			if !sleep(ctx, delay, revoked) {
 				return false
 			}
 		}
