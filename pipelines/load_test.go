@@ -164,6 +164,18 @@ spec:
 			},
 		},
 		{
+			name: "bad CESQL filters, nested too",
+			yaml: header + okSpec + `  filter:
+    any:
+    - sql: "type = "
+    - sql: "subject LIKE 'a%' AND"
+`,
+			want: []string{
+				`p.yaml:10:12: spec.filter.any[0].sql: invalid CESQL expression: incomplete or malformed`,
+				`p.yaml:11:12: spec.filter.any[1].sql: invalid CESQL expression: incomplete or malformed`,
+			},
+		},
+		{
 			name: "empty values",
 			yaml: header + `  source:
     kafka: {brokers: [], topics: [""], group: ""}

@@ -367,6 +367,11 @@ func validateFilter(v *validator, path string, f *FilterSpec) {
 	if f.Not != nil {
 		validateFilter(v, path+".not", f.Not)
 	}
+	if f.SQL != "" {
+		if _, err := ParseCESQL(f.SQL); err != nil {
+			v.errorf(path+".sql", "%v", err)
+		}
+	}
 }
 
 // validateURL checks an endpoint: absolute http or https, with a host and

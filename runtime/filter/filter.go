@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	cesql "github.com/cloudevents/sdk-go/sql/v2"
-	cesqlparser "github.com/cloudevents/sdk-go/sql/v2/parser"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/sluicehq/sluice/pipelines"
@@ -62,7 +61,7 @@ func Compile(spec *pipelines.FilterSpec) (Filter, error) {
 		parts = append(parts, not{f})
 	}
 	if spec.SQL != "" {
-		expr, err := parseSQL(spec.SQL)
+		expr, err := pipelines.ParseCESQL(spec.SQL)
 		if err != nil {
 			return nil, fmt.Errorf("sql: %w", err)
 		}
@@ -76,18 +75,6 @@ func Compile(spec *pipelines.FilterSpec) (Filter, error) {
 	default:
 		return allOf(parts), nil
 	}
-}
-
-// parseSQL parses a CESQL expression. The sdk-go parser (v2.16.2) panics on
-// some malformed input ("type = "), so a panic is turned into an error:
-// a bad filter in a user's file must be a validation error, not a crash.
-func parseSQL(s string) (expr cesql.Expression, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			expr, err = nil, fmt.Errorf("invalid CESQL expression %q: %v", s, r)
-		}
-	}()
-	return cesqlparser.Parse(s)
 }
 
 func compileList(specs []pipelines.FilterSpec) ([]Filter, error) {
