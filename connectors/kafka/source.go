@@ -167,7 +167,7 @@ func New(spec pipelines.KafkaSource, opts connectors.Options, logger *slog.Logge
 		set:        set,
 		rec:        recorder{set.recorder},
 		mapper:     newMapper(spec.Brokers, spec.EventType),
-		logger:     logger.With("connector", "kafka", "pipeline", opts.Name, "group", spec.Group),
+		logger:     logger.With("connector", "kafka", "group", spec.Group),
 		deliveries: make(chan delivery),
 		stopping:   make(chan struct{}),
 		ready:      make(chan struct{}),

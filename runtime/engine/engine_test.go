@@ -277,7 +277,7 @@ func ok(e cloudevents.Event) (invoke.Result, error) {
 func TestSuccessWritesResultThenAcks(t *testing.T) {
 	var msgs []*connectors.Message
 	for i := range 50 {
-		msgs = append(msgs, message(fmt.Sprint("e", i), "t/0", "", int64(i)))
+		msgs = append(msgs, message(fmt.Sprint("e", i), "t/0", "k", int64(i)))
 	}
 	h := start(t, spec(nil), func(_ context.Context, e cloudevents.Event) (invoke.Result, error) { return ok(e) }, msgs...)
 	eventually(t, "all acked", func() bool { return h.src.ackCount() == 50 })
@@ -288,6 +288,11 @@ func TestSuccessWritesResultThenAcks(t *testing.T) {
 	}
 	if got := len(h.ok.all()); got != 50 {
 		t.Fatalf("results written = %d, want 50", got)
+	}
+	for _, r := range h.ok.all() {
+		if r.Extensions()[ExtPartitionKey] != "k" {
+			t.Fatalf("result %s did not inherit the input key: %v", r.ID(), r.Extensions())
+		}
 	}
 	if got := len(h.dlq.all()); got != 0 {
 		t.Fatalf("dead letters = %d", got)

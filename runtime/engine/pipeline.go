@@ -423,6 +423,7 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 			return
 		}
 		if v.Class == retry.Success {
+			inheritKey(res.Events, msg.Key)
 			if !p.writeRoutes(ctx, p.onSuccess, res.Events, msg.Revoked) {
 				p.abandon(it, abandonCause(ctx))
 				return
@@ -440,6 +441,22 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 		if !sleep(ctx, delay, msg.Revoked) {
 			p.abandon(it, abandonCause(ctx))
 			return
+		}
+	}
+}
+
+// ExtPartitionKey is the CloudEvents partitioning extension.
+const ExtPartitionKey = "partitionkey"
+
+// inheritKey gives results without a partition key their input's key, so
+// a result topic keeps the per-key order of the input.
+func inheritKey(results []cloudevents.Event, key string) {
+	if key == "" {
+		return
+	}
+	for i := range results {
+		if _, ok := results[i].Extensions()[ExtPartitionKey]; !ok {
+			results[i].SetExtension(ExtPartitionKey, key)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 	"time"
 
@@ -125,7 +126,15 @@ func Classify(err error) Verdict {
 	ie, fromCall := errors.AsType[*invoke.Error](err)
 	switch {
 	case fromCall && ie.Status != 0:
-		return classifyStatus(ie.Status, ie.RetryAfter)
+		v := classifyStatus(ie.Status, ie.RetryAfter)
+		// The function's own words are what an operator reading a dead
+		// letter needs ("amount must be positive"), so the first line of
+		// the body joins the reason.
+		// (For an unusable 2xx the body is invoke's own description.)
+		if line := firstLine(ie.Body); line != "" {
+			v.Reason = shorten(fmt.Sprintf("http %d: %s", ie.Status, line))
+		}
+		return v
 	case fromCall && (ie.Timeout || errors.Is(ie.Err, context.DeadlineExceeded)):
 		return Verdict{Class: Retriable, Overload: true, Reason: "timeout"}
 	case errors.Is(err, context.Canceled):
@@ -179,6 +188,16 @@ func classifyTransport(err error) Verdict {
 		v.Reason = shorten(err.Error())
 	}
 	return v
+}
+
+// firstLine is the first non-blank line of s, trimmed.
+func firstLine(s string) string {
+	for line := range strings.Lines(s) {
+		if t := strings.TrimSpace(line); t != "" {
+			return t
+		}
+	}
+	return ""
 }
 
 func shorten(s string) string {

@@ -53,7 +53,7 @@ func TestClassifyStatus(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
 			t.Parallel()
-			err := &invoke.Error{Status: tt.status, Body: "secret body"}
+			err := &invoke.Error{Status: tt.status, Body: "\n  amount must be positive \nsecond line"}
 			v := Classify(err)
 			if v.Class != tt.class || v.Overload != tt.overload {
 				t.Fatalf("Classify(%d) = %v overload=%v, want %v overload=%v", tt.status, v.Class, v.Overload, tt.class, tt.overload)
@@ -61,7 +61,7 @@ func TestClassifyStatus(t *testing.T) {
 			if v.Status != tt.status {
 				t.Errorf("Status = %d, want %d", v.Status, tt.status)
 			}
-			if want := fmt.Sprintf("http %d", tt.status); v.Reason != want {
+			if want := fmt.Sprintf("http %d: amount must be positive", tt.status); v.Reason != want {
 				t.Errorf("Reason = %q, want %q", v.Reason, want)
 			}
 		})
@@ -102,7 +102,7 @@ func TestClassifyErrors(t *testing.T) {
 		{"wrapped canceled", fmt.Errorf("invoke: %w", context.Canceled), Retriable, false, "canceled"},
 		{"caller deadline", context.DeadlineExceeded, Retriable, false, "deadline exceeded"},
 		{"wrapped caller deadline", fmt.Errorf("invoke: %w", context.DeadlineExceeded), Retriable, false, "deadline exceeded"},
-		{"invoke 2xx unusable", &invoke.Error{Status: 200, Body: "unusable response: bad json"}, Permanent, false, "http 200: unusable response"},
+		{"invoke 2xx unusable", &invoke.Error{Status: 200, Body: "unusable response: bad json"}, Permanent, false, "http 200: unusable response: bad json"},
 		{"in-process net timeout", fmt.Errorf("handler: %w", timeoutErr{}), Retriable, true, "timeout"},
 		{"plain refused", fmt.Errorf("post: %w", refused), Retriable, true, "connection refused"},
 		{"unknown", errors.New("something odd"), Retriable, false, "something odd"},
