@@ -5,6 +5,8 @@ package sinks
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 )
@@ -22,3 +24,14 @@ type Sink interface {
 	// Close flushes and releases resources. Writes after Close fail.
 	Close(ctx context.Context) error
 }
+
+// ErrRejected marks a write the destination refused for good: the event is
+// too large for it, cannot be encoded for it, or was refused with a
+// permanent status. Writing the same events again cannot succeed, so the
+// runtime does not retry it: a rejected result dead-letters its input
+// event, and a rejected dead letter is retried without its data.
+// Test with errors.Is(err, ErrRejected).
+var ErrRejected = errors.New("rejected by the destination")
+
+// Rejected wraps err as a permanent rejection.
+func Rejected(err error) error { return fmt.Errorf("%w: %w", ErrRejected, err) }

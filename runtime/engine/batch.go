@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/runtime/invoke"
 	"github.com/sluicehq/sluice/runtime/metrics"
 	"github.com/sluicehq/sluice/runtime/retry"
+	"github.com/sluicehq/sluice/sinks"
 )
 
 // batchLoop is dispatchLoop for function.mode batch: it gathers ready
@@ -129,24 +130,30 @@ func (p *Pipeline) bisect(ctx context.Context, items []*item) {
 // permanently, and returns those it rejected retriably with the verdict to
 // retry them by. ok is false when the events were abandoned.
 func (p *Pipeline) settleBatch(ctx context.Context, pending []*item, res invoke.Result, attempt int) (again []*item, v retry.Verdict, ok bool) {
-	if !p.writeRoutes(ctx, p.onSuccess, res.Events, nil) {
+	werr := p.writeRoutes(ctx, p.onSuccess, res.Events, nil)
+	if werr != nil && !errors.Is(werr, sinks.ErrRejected) {
 		p.abandonAll(ctx, pending)
 		return nil, v, false
 	}
 	for i, it := range pending {
 		ferr, failed := res.Failed[i]
-		if !failed {
+		switch {
+		case !failed && werr == nil:
 			p.finish(it, metrics.OutcomeSucceeded)
-			continue
-		}
-		fv := retry.Classify(ferr)
-		if fv.Class == retry.Permanent {
-			p.fail(ctx, it, p.failureOf(fv, attempt))
-			continue
-		}
-		again = append(again, it)
-		if fv.RetryAfter > v.RetryAfter || v.Class != retry.Retriable {
-			v = fv
+		case !failed:
+			// A batch's results are not tied to single inputs: every input
+			// the function accepted shares the route's rejection.
+			p.fail(ctx, it, failure{class: "rejected", reason: "result rejected: " + werr.Error(), attempts: attempt, status: res.Status})
+		default:
+			fv := retry.Classify(ferr)
+			if fv.Class == retry.Permanent {
+				p.fail(ctx, it, p.failureOf(fv, attempt))
+				continue
+			}
+			again = append(again, it)
+			if fv.RetryAfter > v.RetryAfter || v.Class != retry.Retriable {
+				v = fv
+			}
 		}
 	}
 	return again, v, true

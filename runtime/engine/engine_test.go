@@ -96,12 +96,20 @@ type memSink struct {
 	down   atomic.Bool
 	failed atomic.Int32
 	closed atomic.Bool
+	// rejectData refuses (for good) events that carry data;
+	// rejectAll refuses everything.
+	rejectData, rejectAll atomic.Bool
 }
 
 func (s *memSink) Write(_ context.Context, evs []cloudevents.Event) error {
 	if s.down.Load() {
 		s.failed.Add(1)
 		return errors.New("sink down")
+	}
+	for _, e := range evs {
+		if s.rejectAll.Load() || (s.rejectData.Load() && len(e.Data()) > 0) {
+			return sinks.Rejected(errors.New("message too large"))
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -518,5 +526,42 @@ func TestDrainTimeoutAbandonsWithoutAck(t *testing.T) {
 	}
 	if len(h.dlq.all()) != 0 {
 		t.Fatal("abandoned events must not be dead-lettered")
+	}
+}
+
+func TestRejectedResultDeadLettersTheInput(t *testing.T) {
+	h := startWith(t, spec(nil), func(_ context.Context, e cloudevents.Event) (invoke.Result, error) { return ok(e) },
+		func(h *harness) { h.ok.rejectAll.Store(true) }, message("big", "t/0", "", 0))
+	eventually(t, "ack", func() bool { return h.src.ackCount() == 1 })
+	dl := h.dlq.all()
+	if len(dl) != 1 || dl[0].Extensions()[ExtClass] != "rejected" ||
+		!strings.Contains(fmt.Sprint(dl[0].Extensions()[ExtReason]), "too large") {
+		t.Fatalf("dead letters = %v", dl)
+	}
+}
+
+func TestRejectedDeadLetterIsWrittenWithoutData(t *testing.T) {
+	m := message("fat", "t/0", "", 9)
+	_ = m.Event.SetData(cloudevents.ApplicationJSON, map[string]string{"blob": "xxxxxxxx"})
+	h := startWith(t, spec(nil), func(context.Context, cloudevents.Event) (invoke.Result, error) {
+		return invoke.Result{}, &invoke.Error{Status: 400}
+	}, func(h *harness) { h.dlq.rejectData.Store(true) }, m)
+	eventually(t, "ack", func() bool { return h.src.ackCount() == 1 })
+	if err, _ := h.src.ack("fat"); err != nil {
+		t.Fatal(err)
+	}
+	dl := h.dlq.all()
+	if len(dl) != 1 || len(dl[0].Data()) != 0 || dl[0].Extensions()[ExtDataDropped] == nil || dl[0].Extensions()[ExtOffset] != "9" {
+		t.Fatalf("dead letter = %v", dl)
+	}
+}
+
+func TestDeadLetterRejectedEvenWithoutDataIsDiscardedNotStuck(t *testing.T) {
+	h := startWith(t, spec(nil), func(context.Context, cloudevents.Event) (invoke.Result, error) {
+		return invoke.Result{}, &invoke.Error{Status: 400}
+	}, func(h *harness) { h.dlq.rejectAll.Store(true) }, message("x", "t/0", "", 0))
+	eventually(t, "ack", func() bool { return h.src.ackCount() == 1 })
+	if err, _ := h.src.ack("x"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -39,6 +39,9 @@ const (
 	ExtPartition = "sluicepartition" // original partition or queue id
 	ExtOffset    = "sluiceoffset"    // original offset (-1 if none)
 	ExtMessageID = "sluicemsgid"     // original broker message id, where offsets do not exist
+	// ExtDataDropped is set, with the route's reason, on a dead letter
+	// written without its data because the route refused it with data.
+	ExtDataDropped = "sluicedatadropped"
 )
 
 // Deps are process-wide pieces shared by all pipelines.
@@ -424,11 +427,14 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 		}
 		if v.Class == retry.Success {
 			inheritKey(res.Events, msg.Key)
-			if !p.writeRoutes(ctx, p.onSuccess, res.Events, msg.Revoked) {
+			switch err := p.writeRoutes(ctx, p.onSuccess, res.Events, msg.Revoked); {
+			case err == nil:
+				p.finish(it, metrics.OutcomeSucceeded)
+			case errors.Is(err, sinks.ErrRejected):
+				p.fail(ctx, it, failure{class: "rejected", reason: "result rejected: " + err.Error(), attempts: attempt, status: res.Status})
+			default:
 				p.abandon(it, abandonCause(ctx))
-				return
 			}
-			p.finish(it, metrics.OutcomeSucceeded)
 			return
 		}
 		delay, again := p.policy.Next(attempt, v, it.read, time.Now())
@@ -547,11 +553,29 @@ func (p *Pipeline) fail(ctx context.Context, it *item, f failure) {
 		return
 	}
 	p.log.Warn("event dead-lettered", "id", msg.Event.ID(), "class", f.class, "reason", f.reason, "attempts", f.attempts)
-	if !p.writeRoutes(ctx, p.onFailure, []cloudevents.Event{p.deadLetter(msg, f)}, msg.Revoked) {
-		p.abandon(it, abandonCause(ctx))
-		return
+	dl := p.deadLetter(msg, f)
+	err := p.writeRoutes(ctx, p.onFailure, []cloudevents.Event{dl}, msg.Revoked)
+	if errors.Is(err, sinks.ErrRejected) {
+		// Most likely too large for the route. The original stays in the
+		// source at the coordinates the dead letter names, so a dead letter
+		// without the data still says everything needed to find it.
+		p.log.Error("dead-letter route rejected the event; writing it without its data", "id", msg.Event.ID(), "err", err)
+		_ = dl.SetData("", nil)
+		dl.SetDataContentType("")
+		dl.SetExtension(ExtDataDropped, err.Error())
+		err = p.writeRoutes(ctx, p.onFailure, []cloudevents.Event{dl}, msg.Revoked)
 	}
-	p.finish(it, metrics.OutcomeDeadLettered)
+	switch {
+	case err == nil:
+		p.finish(it, metrics.OutcomeDeadLettered)
+	case errors.Is(err, sinks.ErrRejected):
+		p.log.Error("dead-letter route rejected the event even without its data: discarded",
+			"id", msg.Event.ID(), "topic", msg.Coordinates.Topic, "partition", msg.Coordinates.Partition,
+			"offset", msg.Coordinates.Offset, "err", err)
+		p.finish(it, metrics.OutcomeDiscarded)
+	default:
+		p.abandon(it, abandonCause(ctx))
+	}
 }
 
 // deadLetter is the event written to onFailure: the original event with
@@ -573,14 +597,19 @@ func (p *Pipeline) deadLetter(msg *connectors.Message, f failure) cloudevents.Ev
 	return dl
 }
 
+// errStopped reports that a write was given up because the pipeline
+// stopped hard or the lane was revoked; the caller abandons the event.
+var errStopped = errors.New("stopped")
+
 // writeRoutes writes events to every route, retrying each failed route with
 // backoff until it succeeds: a route that is down holds the events (and so
-// their commits) rather than losing them. It returns false when the
-// pipeline is stopped hard or revoked closes first; the caller then
-// abandons the events' messages.
-func (p *Pipeline) writeRoutes(ctx context.Context, routes []route, events []cloudevents.Event, revoked <-chan struct{}) bool {
+// their commits) rather than losing them. It returns errStopped when the
+// pipeline is stopped hard or revoked closes first, and an error wrapping
+// sinks.ErrRejected when a route refuses the events for good (retrying
+// cannot help, so it is not retried).
+func (p *Pipeline) writeRoutes(ctx context.Context, routes []route, events []cloudevents.Event, revoked <-chan struct{}) error {
 	if len(events) == 0 {
-		return true
+		return nil
 	}
 	for _, r := range routes {
 		b := backoff.NewExponentialBackOff()
@@ -593,18 +622,21 @@ func (p *Pipeline) writeRoutes(ctx context.Context, routes []route, events []clo
 			if err == nil {
 				break
 			}
+			if errors.Is(err, sinks.ErrRejected) {
+				return fmt.Errorf("route %s: %w", r.name, err)
+			}
 			if ctx.Err() != nil {
-				return false
+				return errStopped
 			}
 			delay := b.NextBackOff()
 			p.log.Warn("result route write failed; retrying", "route", r.name, "events", len(events),
 				"first_id", events[0].ID(), "attempt", attempt, "next", delay, "err", err)
 			if !sleep(ctx, delay, revoked) {
-				return false
+				return errStopped
 			}
 		}
 	}
-	return true
+	return nil
 }
 
 // finish acknowledges a done event.

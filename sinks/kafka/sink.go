@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,8 +131,9 @@ func New(spec pipelines.KafkaSink, logger *slog.Logger, options ...Option) (*Sin
 // Write produces events in order and returns nil once the broker has
 // acknowledged every one of them (acks=all). On error some may have been
 // written; the caller retries the whole slice. Errors wrap ErrUnavailable
-// (no broker reachable), ErrClosed, kafkace.ErrInvalidCloudEvent (an event
-// that cannot be encoded; permanent), a sarama produce error, or ctx's error.
+// (no broker reachable), ErrClosed, sinks.ErrRejected (an event that cannot
+// be encoded, or that the broker refuses for good: too large, invalid,
+// unauthorised), a sarama produce error, or ctx's error.
 func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -141,7 +143,7 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 	for i, ev := range events {
 		rec, err := kafkace.Encode(ev, s.spec.Key)
 		if err != nil {
-			return fmt.Errorf("kafka sink: event %q: %w", ev.ID(), err)
+			return sinks.Rejected(fmt.Errorf("kafka sink: event %q: %w", ev.ID(), err))
 		}
 		m := &sarama.ProducerMessage{
 			Topic:    s.spec.Topic,
@@ -180,9 +182,32 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if len(b.errs) > 0 {
-		return fmt.Errorf("kafka sink: %w", errors.Join(b.errs...))
+		err := fmt.Errorf("kafka sink: %w", errors.Join(b.errs...))
+		for _, e := range b.errs {
+			if isRejection(e) {
+				return sinks.Rejected(err)
+			}
+		}
+		return err
 	}
 	return nil
+}
+
+// isRejection reports broker errors that the same record would meet again.
+func isRejection(err error) bool {
+	for _, kerr := range []sarama.KError{
+		sarama.ErrMessageSizeTooLarge, sarama.ErrInvalidMessage, sarama.ErrInvalidMessageSize,
+		sarama.ErrMessageSetSizeTooLarge, sarama.ErrInvalidRecord, sarama.ErrTopicAuthorizationFailed,
+		sarama.ErrInvalidTopic, sarama.ErrPolicyViolation,
+	} {
+		if errors.Is(err, kerr) {
+			return true
+		}
+	}
+	// sarama refuses records over Producer.MaxMessageBytes itself, before
+	// any broker sees them.
+	var ce sarama.ConfigurationError
+	return errors.As(err, &ce) && strings.Contains(string(ce), "larger than configured Producer.MaxMessageBytes")
 }
 
 // connect returns the producer, creating it on first use. A failed attempt

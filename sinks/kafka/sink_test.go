@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluicehq/sluice/sinks"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,8 +108,8 @@ func TestWriteInvalidEvent(t *testing.T) {
 	bad := cloudevents.NewEvent()
 	bad.SetSource("/s") // no id, no type
 	err := s.Write(context.Background(), []cloudevents.Event{cetest.New(t, "ok", nil), bad})
-	if !errors.Is(err, kafkace.ErrInvalidCloudEvent) {
-		t.Fatalf("err = %v, want ErrInvalidCloudEvent (before any network use)", err)
+	if !errors.Is(err, kafkace.ErrInvalidCloudEvent) || !errors.Is(err, sinks.ErrRejected) {
+		t.Fatalf("err = %v, want ErrInvalidCloudEvent as a rejection (before any network use)", err)
 	}
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -185,5 +187,24 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	if err := s.Health(); err != nil {
 		t.Errorf("Health after recovery: %v", err)
+	}
+}
+
+// An event the broker (or sarama, before it) refuses for its size is a
+// rejection, so the engine dead-letters instead of retrying forever.
+func TestOversizedRecordIsRejected(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic := testenv.UniqueName(t, "big")
+	kafkatest.CreateTopic(t, brokers, topic, 1)
+	s, err := New(pipelines.KafkaSink{Brokers: brokers, Topic: topic}, nil,
+		WithSaramaConfig(func(c *sarama.Config) { c.Producer.MaxMessageBytes = 512 }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	big := cetest.New(t, "big", strings.Repeat("x", 4096))
+	err = s.Write(context.Background(), []cloudevents.Event{big})
+	if !errors.Is(err, sinks.ErrRejected) {
+		t.Fatalf("Write = %v, want a rejection", err)
 	}
 }

@@ -198,13 +198,23 @@ func (s *Sink) post(ctx context.Context, e *cloudevents.Event) error {
 	buf := make([]byte, maxErrorBody)
 	n, _ := io.ReadFull(resp.Body, buf)
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
-	return &Error{
+	werr := &Error{
 		URL:        s.url,
 		EventID:    e.ID(),
 		Status:     resp.StatusCode,
 		RetryAfter: invoke.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		Body:       strings.TrimSpace(strings.ToValidUTF8(string(buf[:n]), "\uFFFD")),
 	}
+	if permanentStatus(resp.StatusCode) {
+		return sinks.Rejected(werr)
+	}
+	return werr
+}
+
+// permanentStatus reports answers that the same request would get again:
+// 4xx other than 408 (timeout), 425 (too early) and 429 (throttled).
+func permanentStatus(code int) bool {
+	return code >= 400 && code < 500 && code != 408 && code != 425 && code != 429
 }
 
 // Close makes later Writes fail and releases idle connections. Idempotent.

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/internal/cetest"
+	"github.com/sluicehq/sluice/sinks"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -202,6 +203,9 @@ func TestFailures(t *testing.T) {
 			}
 			if n := len(got()); n != 1 {
 				t.Fatalf("status %d: %d requests sent, want 1 (stop at the first failure)", status, n)
+			}
+			if rejected, want := errors.Is(err, sinks.ErrRejected), status == 400 || status == 404; rejected != want {
+				t.Fatalf("status %d: errors.Is(err, ErrRejected) = %v, want %v", status, rejected, want)
 			}
 		}
 	})
