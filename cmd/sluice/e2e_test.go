@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -467,4 +468,56 @@ func TestGracefulShutdownLosesAndRepeatsNothing(t *testing.T) {
 		}
 	}
 	t.Logf("graceful: %d answered before SIGTERM, %d after restart, 0 repeats expected", firstRun, total-firstRun)
+}
+
+// TestUnreachableBrokerIsVisible: a pipeline whose broker is down keeps
+// retrying; /readyz says so with the reason, the connection metric is 0,
+// the log shows the retries, and SIGTERM still exits cleanly.
+func TestUnreachableBrokerIsVisible(t *testing.T) {
+	dead := freeAddr(t) // nothing listens there
+	y := fmt.Sprintf(`apiVersion: sluice.dev/v1
+kind: Pipeline
+metadata: {name: nobroker}
+spec:
+  source:
+    kafka: {brokers: [%q], topics: [t], group: g}
+  function: {url: "http://127.0.0.1:1/"}
+`, dead)
+	path := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(path, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	admin := freeAddr(t)
+	p := startProc(t, bin(t, "sluice"), "run", path, "--admin-addr", admin, "--log-format", "json")
+	waitHTTP(t, "http://"+admin+"/healthz")
+	var body string
+	waitFor(t, "/readyz to report the broker error", time.Minute, func() bool {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, "connection refused")
+	})
+	if !strings.Contains(body, "default/nobroker") {
+		t.Fatalf("/readyz does not name the pipeline: %s", body)
+	}
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(m), `sluice_source_connected{pipeline="default/nobroker"} 0`) {
+		t.Fatalf("metrics do not show the source down")
+	}
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM while connecting: %v", err)
+	}
+	logs, _ := os.ReadFile(p.log)
+	if !strings.Contains(string(logs), dead) || !strings.Contains(string(logs), `"next_delay"`) {
+		t.Fatalf("logs do not show the retries against %s:\n%.3000s", dead, logs)
+	}
 }

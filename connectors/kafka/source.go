@@ -249,7 +249,7 @@ func (s *Source) dial(ctx context.Context) (sarama.Client, error) {
 		}
 		delay := bo.NextBackOff()
 		s.setDisconnected(err)
-		s.logger.Warn("kafka connect failed", "attempt", attempt, "next_delay", delay, "err", err)
+		s.logger.Warn("kafka connect failed", "attempt", attempt, "next_delay", delay.String(), "err", err)
 		if err := s.sleep(ctx, delay); err != nil {
 			return nil, err
 		}
@@ -302,7 +302,7 @@ func (s *Source) run(ctx context.Context) {
 		attempt++
 		delay := bo.NextBackOff()
 		s.setDisconnected(err)
-		s.logger.Warn("kafka consumer group failed", "attempt", attempt, "next_delay", delay, "err", err)
+		s.logger.Warn("kafka consumer group failed", "attempt", attempt, "next_delay", delay.String(), "err", err)
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:

@@ -225,21 +225,23 @@ func (p *Pipeline) setState(s string, err error) {
 }
 
 // Ready reports nil when the pipeline is running and its source is
-// connected.
+// connected; otherwise why not (while connecting, the broker error the
+// source is retrying on).
 func (p *Pipeline) Ready() error {
 	state, err := p.Status()
-	if state != StateRunning {
-		if err != nil {
-			return fmt.Errorf("%s: %w", state, err)
-		}
-		return errors.New(state)
-	}
+	var health error
 	if h, ok := p.src.(connectors.Health); ok {
-		if err := h.Health(); err != nil {
-			return fmt.Errorf("source: %w", err)
-		}
+		health = h.Health()
 	}
-	return nil
+	switch {
+	case state == StateRunning && health == nil:
+		return nil
+	case state == StateRunning || (state == StateConnecting && health != nil):
+		return fmt.Errorf("%s: source: %w", state, health)
+	case err != nil:
+		return fmt.Errorf("%s: %w", state, err)
+	}
+	return errors.New(state)
 }
 
 // Run connects the source and processes messages until ctx is done, then
