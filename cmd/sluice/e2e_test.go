@@ -521,3 +521,60 @@ spec:
 		t.Fatalf("logs do not show the retries against %s:\n%.3000s", dead, logs)
 	}
 }
+
+// TestBadMessagesAreDeadLetteredWithReasons: a record with broken
+// CloudEvents headers is dead-lettered with the decode error (the function
+// never sees it); a plain record is wrapped and processed; a valid event is
+// processed. Nothing stalls.
+func TestBadMessagesAreDeadLetteredWithReasons(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	in, results, dlq := testenv.UniqueName(t, "in"), testenv.UniqueName(t, "results"), testenv.UniqueName(t, "dlq")
+	createTopics(t, brokers, 1, in, results, dlq)
+	p, err := sarama.NewSyncProducer(brokers, saramaConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ce := func(id string, extra ...sarama.RecordHeader) []sarama.RecordHeader {
+		return append([]sarama.RecordHeader{
+			{Key: []byte("ce_specversion"), Value: []byte("1.0")},
+			{Key: []byte("ce_id"), Value: []byte(id)},
+			{Key: []byte("ce_source"), Value: []byte("/e2e")},
+			{Key: []byte("ce_type"), Value: []byte("com.example.e2e")},
+		}, extra...)
+	}
+	broken := []sarama.RecordHeader{ // no ce_type, and an unknown spec version
+		{Key: []byte("ce_specversion"), Value: []byte("0.1")},
+		{Key: []byte("ce_id"), Value: []byte("broken-1")},
+	}
+	err = p.SendMessages([]*sarama.ProducerMessage{
+		{Topic: in, Value: sarama.StringEncoder(`{"id":"good-1"}`), Headers: ce("good-1", sarama.RecordHeader{Key: []byte("content-type"), Value: []byte("application/json")})},
+		{Topic: in, Value: sarama.StringEncoder(`{"id":"broken-1"}`), Headers: broken},
+		{Topic: in, Key: sarama.StringEncoder("k1"), Value: sarama.StringEncoder(`{"id":"plain-1"}`)},
+	})
+	p.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger := filepath.Join(t.TempDir(), "ledger.txt")
+	fnAddr := freeAddr(t)
+	startProc(t, bin(t, "function"), "-addr", fnAddr, "-ledger", ledger)
+	waitHTTP(t, "http://"+fnAddr+"/healthz")
+	s, _ := startSluice(t, writePipeline(t, brokers, in, testenv.UniqueName(t, "g"), results, dlq, fnAddr, ""))
+	resR, dlqR := readTopic(t, brokers, results), readTopic(t, brokers, dlq)
+	waitFor(t, "two results and one dead letter", time.Minute, func() bool {
+		return len(resR.snapshot()) >= 2 && len(dlqR.snapshot()) >= 1
+	})
+	if err := s.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	answered := ledgerLines(t, ledger)
+	if answered["good-1"] != 1 || answered["plain-1"] != 1 || answered["broken-1"] != 0 {
+		t.Fatalf("function answered %v; want good-1 and plain-1 once, broken-1 never", answered)
+	}
+	d := dlqR.snapshot()[0]
+	if header(d, "ce_sluiceclass") != "undecodable" || !strings.Contains(header(d, "ce_sluicereason"), "undecodable") ||
+		header(d, "ce_sluiceoffset") != "1" || string(d.Value) != `{"id":"broken-1"}` {
+		t.Fatalf("dead letter headers %v value %s", d.Headers, d.Value)
+	}
+	t.Logf("dead letter reason: %s", header(d, "ce_sluicereason"))
+}
