@@ -164,10 +164,16 @@ func (p *Pipeline) resolveFiles(dir string) {
 	if k := p.Spec.Source.Kafka; k != nil {
 		tls = append(tls, k.TLS)
 	}
+	if r := p.Spec.Source.RabbitMQ; r != nil {
+		tls = append(tls, r.TLS)
+	}
 	for _, routes := range [][]RouteSpec{p.Spec.Results.OnSuccess, p.Spec.Results.OnFailure} {
 		for _, r := range routes {
 			if r.Kafka != nil {
 				tls = append(tls, r.Kafka.TLS)
+			}
+			if r.RabbitMQ != nil {
+				tls = append(tls, r.RabbitMQ.TLS)
 			}
 		}
 	}

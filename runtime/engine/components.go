@@ -7,11 +7,13 @@ import (
 
 	"github.com/sluicehq/sluice/connectors"
 	kafkasource "github.com/sluicehq/sluice/connectors/kafka"
+	rabbitsource "github.com/sluicehq/sluice/connectors/rabbitmq"
 	"github.com/sluicehq/sluice/pipelines"
 	"github.com/sluicehq/sluice/runtime/metrics"
 	"github.com/sluicehq/sluice/sinks"
 	kafkasink "github.com/sluicehq/sluice/sinks/kafka"
 	logsink "github.com/sluicehq/sluice/sinks/log"
+	rabbitsink "github.com/sluicehq/sluice/sinks/rabbitmq"
 	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
@@ -51,10 +53,16 @@ func DefaultComponents() Components {
 			"kafka": func(s pipelines.SourceSpec, o connectors.Options, env SourceEnv) (connectors.Source, error) {
 				return kafkasource.New(*s.Kafka, o, env.Log, kafkasource.WithRecorder(env.Metrics))
 			},
+			"rabbitmq": func(s pipelines.SourceSpec, o connectors.Options, env SourceEnv) (connectors.Source, error) {
+				return rabbitsource.New(*s.RabbitMQ, o, env.Log, rabbitsource.WithRecorder(env.Metrics))
+			},
 		},
 		Sinks: map[string]SinkFactory{
 			"kafka": func(r pipelines.RouteSpec, env SinkEnv) (sinks.Sink, error) {
 				return kafkasink.New(*r.Kafka, env.Log)
+			},
+			"rabbitmq": func(r pipelines.RouteSpec, env SinkEnv) (sinks.Sink, error) {
+				return rabbitsink.New(*r.RabbitMQ, env.Log)
 			},
 			"webhook": func(r pipelines.RouteSpec, _ SinkEnv) (sinks.Sink, error) {
 				w := r.Webhook
