@@ -578,3 +578,64 @@ func TestBadMessagesAreDeadLetteredWithReasons(t *testing.T) {
 	}
 	t.Logf("dead letter reason: %s", header(d, "ce_sluicereason"))
 }
+
+// processed reads sluice_events_processed_total{outcome="succeeded"} from
+// an instance's /metrics.
+func processed(t *testing.T, admin string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "sluice_events_processed_total{") && strings.Contains(line, `outcome="succeeded"`) {
+			var n float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &n)
+			return int(n)
+		}
+	}
+	return 0
+}
+
+// TestScaleOutAndHandOver: two instances with the same pipeline share the
+// partitions of one consumer group; SIGKILL one mid-stream and the other
+// takes its partitions over and finishes everything.
+func TestScaleOutAndHandOver(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	in, results, dlq := testenv.UniqueName(t, "in"), testenv.UniqueName(t, "results"), testenv.UniqueName(t, "dlq")
+	const total = 6000
+	createTopics(t, brokers, 8, in, results, dlq)
+	ids := make([]string, total)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("scale-%05d", i)
+	}
+	// 16 keys × 50 ms: about 320 events/s, so the hand-over is mid-stream.
+	produceEvents(t, brokers, in, ids, 16)
+	ledger := filepath.Join(t.TempDir(), "ledger.txt")
+	fnAddr := freeAddr(t)
+	startProc(t, bin(t, "function"), "-addr", fnAddr, "-latency", "50ms", "-ledger", ledger, "-quiet")
+	waitHTTP(t, "http://"+fnAddr+"/healthz")
+	pipeline := writePipeline(t, brokers, in, testenv.UniqueName(t, "g"), results, dlq, fnAddr, "")
+
+	a, adminA := startSluice(t, pipeline)
+	_, adminB := startSluice(t, pipeline)
+	waitFor(t, "both instances processing", 2*time.Minute, func() bool {
+		return processed(t, adminA) > 0 && processed(t, adminB) > 0
+	})
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-a.done
+	waitFor(t, "all answered by the survivor", 3*time.Minute, func() bool { return len(ledgerLines(t, ledger)) >= total })
+	answered := ledgerLines(t, ledger)
+	dups := 0
+	for _, id := range ids {
+		if answered[id] == 0 {
+			t.Errorf("%s never answered", id)
+		}
+		dups += max(answered[id]-1, 0)
+	}
+	t.Logf("scale-out: survivor processed %d, %d duplicates after the SIGKILL", processed(t, adminB), dups)
+}
