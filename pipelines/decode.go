@@ -432,6 +432,20 @@ func (d *decoder) decodeValue(n ast.Node, v reflect.Value, path string, pos Posi
 			return
 		}
 		v.SetInt(i)
+	case reflect.Float32, reflect.Float64:
+		switch x := n.(type) {
+		case *ast.FloatNode:
+			v.SetFloat(x.Value)
+		case *ast.IntegerNode:
+			switch i := x.Value.(type) {
+			case int64:
+				v.SetFloat(float64(i))
+			case uint64:
+				v.SetFloat(float64(i))
+			}
+		default:
+			d.typeError(pos, path, "a number", n)
+		}
 	case reflect.Bool:
 		b, ok := n.(*ast.BoolNode)
 		if !ok {

@@ -34,6 +34,7 @@ const (
 	DefaultConcurrencyInitial = 8
 	DefaultConcurrencyMin     = 1
 	DefaultConcurrencyMax     = 256
+	DefaultConcurrencyBackoff = 0.7
 	DefaultWindow             = 1024
 	DefaultAttempts           = 5
 	DefaultBackoff            = BackoffExponential
@@ -95,6 +96,7 @@ func ApplyDefaults(p *Pipeline) {
 	// means initial 4, min:300 means max 300.
 	setDefault(&c.Max, max(DefaultConcurrencyMax, c.Min, c.Initial))
 	setDefault(&c.Initial, min(max(DefaultConcurrencyInitial, c.Min), c.Max))
+	setDefault(&c.Backoff, DefaultConcurrencyBackoff)
 	setDefault(&d.Window, DefaultWindow)
 	r := &d.Retry
 	setDefault(&r.Attempts, DefaultAttempts)

@@ -176,6 +176,16 @@ spec:
 			},
 		},
 		{
+			name: "AIMD factors out of range",
+			yaml: header + okSpec + `  delivery:
+    concurrency: {backoff: 0.95, latencyThreshold: -1s}
+`,
+			want: []string{
+				`p.yaml:9:28: spec.delivery.concurrency.backoff: backoff 0.95 is outside [0.5, 0.9]`,
+				`p.yaml:9:52: spec.delivery.concurrency.latencyThreshold: negative duration "-1s"`,
+			},
+		},
+		{
 			name: "empty values",
 			yaml: header + `  source:
     kafka: {brokers: [], topics: [""], group: ""}
@@ -469,7 +479,7 @@ spec:
     batch: {maxEvents: 50, linger: 1.5s}
   delivery:
     ordering: none
-    concurrency: {initial: 4, min: 2, max: 64}
+    concurrency: {initial: 4, min: 2, max: 64, backoff: 0.5, latencyThreshold: 2s}
     retry: {attempts: 3, backoff: constant, delay: 1s, maxDelay: 1s, retryAfterMax: 2m}
     maxEventAge: 1h30m
     window: 100
@@ -523,7 +533,7 @@ func TestLoadFullExample(t *testing.T) {
 			},
 			Delivery: DeliverySpec{
 				Ordering:    OrderingNone,
-				Concurrency: ConcurrencySpec{Initial: 4, Min: 2, Max: 64},
+				Concurrency: ConcurrencySpec{Initial: 4, Min: 2, Max: 64, Backoff: 0.5, LatencyThreshold: Duration(2 * time.Second)},
 				Retry: RetrySpec{Attempts: 3, Backoff: BackoffConstant, Delay: Duration(time.Second),
 					MaxDelay: Duration(time.Second), RetryAfterMax: Duration(2 * time.Minute)},
 				MaxEventAge: Duration(90 * time.Minute),
@@ -571,7 +581,7 @@ func TestLoadExamples(t *testing.T) {
 	if p.ID() != "acme/orders-billing" {
 		t.Errorf("ID() = %q", p.ID())
 	}
-	if got, want := p.Spec.Delivery.Concurrency, (ConcurrencySpec{Initial: 8, Min: 1, Max: 512}); got != want {
+	if got, want := p.Spec.Delivery.Concurrency, (ConcurrencySpec{Initial: 8, Min: 1, Max: 512, Backoff: 0.7}); got != want {
 		t.Errorf("concurrency = %+v, want %+v", got, want)
 	}
 	if got := p.Spec.Results.OnFailure[0].Kafka; got.Topic != "orders-dlq" || !reflect.DeepEqual(got.Brokers, []string{"127.0.0.1:9092"}) {
@@ -606,7 +616,7 @@ func TestApplyDefaults(t *testing.T) {
 		want.Spec.Function.Timeout = Duration(30 * time.Second)
 		want.Spec.Delivery = DeliverySpec{
 			Ordering:    "partition",
-			Concurrency: ConcurrencySpec{Initial: 8, Min: 1, Max: 256},
+			Concurrency: ConcurrencySpec{Initial: 8, Min: 1, Max: 256, Backoff: 0.7},
 			Retry: RetrySpec{Attempts: 5, Backoff: "exponential", Delay: Duration(200 * time.Millisecond),
 				MaxDelay: Duration(30 * time.Second), RetryAfterMax: Duration(60 * time.Second)},
 			MaxEventAge: Duration(24 * time.Hour),
@@ -649,15 +659,15 @@ func TestApplyDefaults(t *testing.T) {
 		{"max alone lowers initial",
 			func(p *Pipeline) { p.Spec.Delivery.Concurrency.Max = 4 },
 			func(p *Pipeline) any { return p.Spec.Delivery.Concurrency },
-			ConcurrencySpec{Initial: 4, Min: 1, Max: 4}},
+			ConcurrencySpec{Initial: 4, Min: 1, Max: 4, Backoff: 0.7}},
 		{"min alone raises max and initial",
 			func(p *Pipeline) { p.Spec.Delivery.Concurrency.Min = 300 },
 			func(p *Pipeline) any { return p.Spec.Delivery.Concurrency },
-			ConcurrencySpec{Initial: 300, Min: 300, Max: 300}},
+			ConcurrencySpec{Initial: 300, Min: 300, Max: 300, Backoff: 0.7}},
 		{"initial alone raises max",
 			func(p *Pipeline) { p.Spec.Delivery.Concurrency.Initial = 1000 },
 			func(p *Pipeline) any { return p.Spec.Delivery.Concurrency },
-			ConcurrencySpec{Initial: 1000, Min: 1, Max: 1000}},
+			ConcurrencySpec{Initial: 1000, Min: 1, Max: 1000, Backoff: 0.7}},
 		{"maxDelay at least delay",
 			func(p *Pipeline) { p.Spec.Delivery.Retry.Delay = Duration(time.Minute) },
 			func(p *Pipeline) any { return p.Spec.Delivery.Retry.MaxDelay },

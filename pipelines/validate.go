@@ -448,6 +448,10 @@ func validateDelivery(v *validator, path string, d *DeliverySpec) {
 	case c.Initial > c.Max:
 		v.errorf(cp+".initial", "initial %d is above max %d", c.Initial, c.Max)
 	}
+	if c.Backoff < 0.5 || c.Backoff > 0.9 {
+		v.errorf(cp+".backoff", "backoff %g is outside [0.5, 0.9]", c.Backoff)
+	}
+	v.notNegative(cp+".latencyThreshold", c.LatencyThreshold)
 	v.atLeast(path+".window", d.Window, 1)
 	r := d.Retry
 	rp := path + ".retry"

@@ -147,7 +147,8 @@ func Build(spec *pipelines.Pipeline, deps Deps, comps Components) (p *Pipeline, 
 	}
 	c := d.Concurrency
 	p.limiter = deps.Limiters.For(fnSpec.URL, flow.Config{
-		Initial: c.Initial, Min: c.Min, Max: c.Max, Recorder: deps.Metrics.Limiter(fnSpec.URL),
+		Initial: c.Initial, Min: c.Min, Max: c.Max, Backoff: c.Backoff, LatencyThreshold: c.LatencyThreshold.D(),
+		Recorder: deps.Metrics.Limiter(fnSpec.URL),
 	})
 	p.sched = consumer.NewScheduler[*item](p.ordering, p.creditFor(p.limiter.Limit()))
 
