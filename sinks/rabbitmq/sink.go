@@ -144,7 +144,9 @@ func New(spec pipelines.RabbitMQSink, logger *slog.Logger) (*Sink, error) {
 	if heartbeat == 0 {
 		heartbeat = pipelines.DefaultRabbitHeartbeat
 	}
-	dialer, err := amqpconf.New(spec.URL.Value(), heartbeat, spec.TLS, "sluice sink")
+	// The connection name shows in the broker's tools (and lets tests find
+	// the connection).
+	dialer, err := amqpconf.New(spec.URL.Value(), heartbeat, spec.TLS, "sluice sink "+spec.Exchange+"/"+spec.RoutingKey)
 	if err != nil {
 		return nil, err
 	}
@@ -310,10 +312,14 @@ func (p *publisher) listen(confirms <-chan amqp.Confirmation, returns <-chan amq
 	left := p.pending
 	p.pending = nil
 	p.mu.Unlock()
+	// Forgotten before the waiting Writes learn of the failure, so that
+	// their retry reconnects and Health already reports it.
+	onDead(cause)
 	for _, m := range left {
 		m.b.resolve(fmt.Errorf("%w: channel closed before the broker confirmed: %w", ErrUnavailable, cause))
 	}
-	onDead(cause)
+	// A channel error leaves the connection open.
+	_ = p.conn.CloseDeadline(time.Now().Add(closeTimeout))
 }
 
 // markReturned marks the oldest unconfirmed publish with the returned
@@ -413,13 +419,13 @@ func (s *Sink) open(ctx context.Context) (*publisher, error) {
 	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
 	returns := ch.NotifyReturn(make(chan amqp.Return))
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, confirmBuffer))
-	go p.listen(confirms, returns, chClosed, func(cause error) { s.lost(p, cause) })
+	go p.listen(confirms, returns, chClosed, func(cause error) { s.forget(p, cause) })
 	return p, nil
 }
 
-// lost forgets p after its channel failed, so that the next Write opens a
-// new one, and closes its connection.
-func (s *Sink) lost(p *publisher, cause error) {
+// forget drops p after its channel failed, so that the next Write opens a
+// new one. It reports whether p was the live publisher.
+func (s *Sink) forget(p *publisher, cause error) bool {
 	s.mu.Lock()
 	mine := s.pub == p
 	if mine {
@@ -429,7 +435,14 @@ func (s *Sink) lost(p *publisher, cause error) {
 	s.mu.Unlock()
 	if mine {
 		s.logger.Warn("rabbitmq sink channel lost; the next write reconnects", "err", cause)
-		// Not waiting for the listener: lost may run on it.
+	}
+	return mine
+}
+
+// lost forgets p after a publish failed and closes its connection (which
+// ends its listener).
+func (s *Sink) lost(p *publisher, cause error) {
+	if s.forget(p, cause) {
 		_ = p.conn.CloseDeadline(time.Now().Add(closeTimeout))
 	}
 }

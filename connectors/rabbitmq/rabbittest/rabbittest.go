@@ -5,6 +5,8 @@ package rabbittest
 
 import (
 	"context"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -181,4 +183,30 @@ func Depth(t testing.TB, url, queue string) int {
 		t.Fatalf("rabbittest: inspect %s: %v", queue, err)
 	}
 	return q.Messages
+}
+
+// KillConnections closes, from the broker side (rabbitmqctl
+// close_connection: 320 CONNECTION_FORCED, as in a broker failover), every
+// connection whose client properties mention marker, and returns how many
+// it closed. Other clients' connections are left alone.
+func KillConnections(t testing.TB, marker string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbittest: rabbitmqctl list_connections: %v\n%s", err, out)
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, marker) {
+			continue
+		}
+		pid, _, _ := strings.Cut(line, "\t")
+		if o, err := exec.CommandContext(ctx, "rabbitmqctl", "-q", "close_connection", pid, "sluice fault test").CombinedOutput(); err != nil {
+			t.Fatalf("rabbittest: rabbitmqctl close_connection %s: %v\n%s", pid, err, o)
+		}
+		n++
+	}
+	return n
 }
