@@ -167,9 +167,16 @@ func TestRocketMQTopicAndSend(t *testing.T) {
 		if off != before {
 			t.Errorf("queue %d: message stored at offset %d, want %d", q, off, before)
 		}
-		after, err := rocketmqMaxOffset(broker, topic, q, probeTimeout)
-		if err != nil {
-			t.Fatalf("max offset after send: %v", err)
+		// The broker builds its consume queue from the commit log
+		// asynchronously, so the max offset catches up shortly after.
+		var after int64
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if after, err = rocketmqMaxOffset(broker, topic, q, probeTimeout); err != nil {
+				t.Fatalf("max offset after send: %v", err)
+			}
+			if after != before || time.Now().After(deadline) {
+				break
+			}
 		}
 		if after != before+1 {
 			t.Errorf("queue %d: max offset %d -> %d after one send", q, before, after)
