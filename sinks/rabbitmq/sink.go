@@ -48,6 +48,12 @@ var ErrUnroutable = errors.New("rabbitmq sink: message unroutable")
 // publisher-confirm nack, e.g. a full queue with overflow reject-publish).
 var ErrNacked = errors.New("rabbitmq sink: message nacked by the broker")
 
+// MaxMessageSize is the largest body the sink publishes: RabbitMQ's
+// default max_message_size (128 MiB). A larger event is rejected for good
+// (sinks.ErrRejected) before anything is sent; the broker would close the
+// channel, failing every write sharing it.
+const MaxMessageSize = 128 << 20
+
 // closeTimeout bounds the connection close handshake.
 const closeTimeout = 2 * time.Second
 
@@ -194,8 +200,9 @@ func routingKeyOf(ev cloudevents.Event, spec pipelines.RabbitMQSink) (string, er
 // been written; the caller retries the whole slice. Errors wrap
 // ErrUnavailable (broker unreachable or channel lost: transient), ErrClosed,
 // ErrUnroutable, ErrNacked (both transient: a binding or room may appear),
-// sinks.ErrRejected with amqpce.ErrInvalidCloudEvent (an event that cannot
-// be encoded: permanent), or ctx's error.
+// sinks.ErrRejected (an event that cannot be encoded, wrapping
+// amqpce.ErrInvalidCloudEvent, or is larger than MaxMessageSize:
+// permanent), or ctx's error.
 func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -209,6 +216,9 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 		m, err := amqpce.Encode(ev)
 		if err == nil {
 			msgs[i].key, err = routingKeyOf(ev, s.spec)
+		}
+		if err == nil && len(m.Body) > MaxMessageSize {
+			err = fmt.Errorf("%d bytes exceed the broker's message size limit of %d", len(m.Body), MaxMessageSize)
 		}
 		if err != nil {
 			return sinks.Rejected(fmt.Errorf("rabbitmq sink: event %q: %w", ev.ID(), err))

@@ -191,6 +191,11 @@ func TestSinkErrors(t *testing.T) {
 	if err := write(t, s, bad); !errors.Is(err, sinks.ErrRejected) {
 		t.Errorf("Write of an invalid event = %v, want sinks.ErrRejected", err)
 	}
+	huge := cetest.New(t, "huge", nil)
+	huge.SetData("application/octet-stream", make([]byte, MaxMessageSize+1))
+	if err := write(t, s, huge); !errors.Is(err, sinks.ErrRejected) {
+		t.Errorf("Write of a too large event = %v, want sinks.ErrRejected", err)
+	}
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
