@@ -144,13 +144,31 @@ spec:
 }
 
 // restartRabbitMQ restarts the shared broker, keeping its data.
+//
+// brokers.sh keeps the broker's data under the state directory of the
+// checkout it runs from; a test running in another checkout (a worktree)
+// would start the broker on an empty data directory. So the state
+// directory is taken from the running node (its Mnesia directory is
+// <state>/rabbitmq/mnesia/<node>) and passed on.
 func restartRabbitMQ(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", "-q", "eval", "rabbit_mnesia:dir().").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl eval rabbit_mnesia:dir(): %v\n%s", err, out)
+	}
+	mnesia := strings.Trim(strings.TrimSpace(string(out)), `"`)
+	base := filepath.Dir(mnesia)
+	if filepath.Base(base) != "mnesia" || filepath.Base(filepath.Dir(base)) != "rabbitmq" {
+		t.Fatalf("the running RabbitMQ keeps its data in %s, not under a scripts/brokers.sh state directory: refusing to restart it", mnesia)
+	}
+	state := filepath.Dir(filepath.Dir(base))
 	script := filepath.Join(testenv.RepoRoot(t), "scripts", "brokers.sh")
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, "bash", script, "restart", "rabbitmq").CombinedOutput()
+	cmd := exec.CommandContext(ctx, "bash", script, "restart", "rabbitmq")
+	cmd.Env = append(os.Environ(), "SLUICE_BROKERS_DIR="+state)
+	out, err = cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s restart rabbitmq: %v\n%s", script, err, out)
 	}
