@@ -56,6 +56,8 @@ type Deps struct {
 	DrainTimeout time.Duration
 	// Function overrides the HTTP function client (embedding, tests).
 	Function invoke.Function
+	// Hooks, when set, follow and steer every event (see Hooks).
+	Hooks Hooks
 }
 
 // Pipeline is one running binding. Build it with Build, run it with Run.
@@ -79,6 +81,7 @@ type Pipeline struct {
 	drain         time.Duration
 	maxEvents     int           // batch mode: events per invocation (1 otherwise)
 	linger        time.Duration // batch mode: how long a batch waits to fill
+	hooks         Hooks
 
 	stateMu sync.Mutex
 	state   string
@@ -95,6 +98,9 @@ type item struct {
 	msg  *connectors.Message
 	ack  connectors.AckFunc
 	read time.Time
+	// results and reason are what Hooks.Finished reports.
+	results []cloudevents.Event
+	reason  string
 }
 
 // Pipeline states reported by Status.
@@ -134,6 +140,10 @@ func Build(spec *pipelines.Pipeline, deps Deps, comps Components) (p *Pipeline, 
 	p.maxEvents = 1
 	if fnSpec.Mode == pipelines.ModeBatch && fnSpec.Batch != nil {
 		p.maxEvents, p.linger = max(fnSpec.Batch.MaxEvents, 1), fnSpec.Batch.Linger.D()
+	}
+	p.hooks = deps.Hooks
+	if p.hooks != nil && fnSpec.Mode == pipelines.ModeBatch {
+		return nil, fmt.Errorf("pipeline %s: hooks are not available in batch mode", id)
 	}
 	p.fn = deps.Function
 	if p.fn == nil {
@@ -423,6 +433,18 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 	if !p.admit(ctx, it) {
 		return
 	}
+	if p.hooks != nil {
+		hctx, err := p.hooks.Admit(ctx, msg)
+		switch {
+		case errors.Is(err, ErrSkip):
+			p.finish(it, metrics.OutcomeSkipped)
+			return
+		case err != nil:
+			p.abandon(it, err)
+			return
+		}
+		ctx = hctx
+	}
 	for attempt := 1; ; attempt++ {
 		res, v, ok := p.invokeOnce(ctx, it)
 		if !ok {
@@ -432,15 +454,19 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 			inheritKey(res.Events, msg.Key)
 			switch err := p.writeRoutes(ctx, p.onSuccess, res.Events, msg.Revoked); {
 			case err == nil:
+				it.results = res.Events
 				p.finish(it, metrics.OutcomeSucceeded)
 			case errors.Is(err, sinks.ErrRejected):
 				p.fail(ctx, it, failure{class: "rejected", reason: "result rejected: " + err.Error(), attempts: attempt, status: res.Status})
 			default:
-				p.abandon(it, abandonCause(ctx))
+				p.giveUp(ctx, it)
 			}
 			return
 		}
 		delay, again := p.policy.Next(attempt, v, it.read, time.Now())
+		if p.hooks != nil {
+			p.hooks.Attempted(msg, attempt, v, again, delay)
+		}
 		if !again {
 			p.fail(ctx, it, p.failureOf(v, attempt))
 			return
@@ -448,10 +474,20 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 		p.rec.Retry()
 		p.log.Debug("retrying", "id", msg.Event.ID(), "attempt", attempt, "delay", delay, "reason", v.Reason)
 		if !sleep(ctx, delay, msg.Revoked) {
-			p.abandon(it, abandonCause(ctx))
+			p.giveUp(ctx, it)
 			return
 		}
 	}
+}
+
+// giveUp ends an event whose work was interrupted: skipped if its hook
+// context was cancelled with ErrSkip, otherwise abandoned for redelivery.
+func (p *Pipeline) giveUp(ctx context.Context, it *item) {
+	if skipped(ctx) {
+		p.finish(it, metrics.OutcomeSkipped)
+		return
+	}
+	p.abandon(it, abandonCause(ctx))
 }
 
 // ExtPartitionKey is the CloudEvents partitioning extension.
@@ -493,7 +529,7 @@ func (p *Pipeline) admit(ctx context.Context, it *item) bool {
 func (p *Pipeline) invokeOnce(ctx context.Context, it *item) (invoke.Result, retry.Verdict, bool) {
 	res, v, ok := p.call(ctx, []cloudevents.Event{it.msg.Event})
 	if !ok {
-		p.abandon(it, abandonCause(ctx))
+		p.giveUp(ctx, it)
 	}
 	return res, v, ok
 }
@@ -548,6 +584,7 @@ type failure struct {
 func (p *Pipeline) fail(ctx context.Context, it *item, f failure) {
 	p.rec.DeadLetter(f.class)
 	msg := it.msg
+	it.reason = f.class + ": " + f.reason
 	if len(p.onFailure) == 0 {
 		p.log.Error("event failed and no onFailure route is configured: discarded",
 			"id", msg.Event.ID(), "class", f.class, "reason", f.reason, "attempts", f.attempts,
@@ -577,7 +614,7 @@ func (p *Pipeline) fail(ctx context.Context, it *item, f failure) {
 			"offset", msg.Coordinates.Offset, "err", err)
 		p.finish(it, metrics.OutcomeDiscarded)
 	default:
-		p.abandon(it, abandonCause(ctx))
+		p.giveUp(ctx, it)
 	}
 }
 
@@ -644,6 +681,9 @@ func (p *Pipeline) writeRoutes(ctx context.Context, routes []route, events []clo
 
 // finish acknowledges a done event.
 func (p *Pipeline) finish(it *item, outcome string) {
+	if p.hooks != nil {
+		p.hooks.Finished(it.msg, outcome, it.results, it.reason)
+	}
 	if err := it.ack(context.Background(), nil); err != nil {
 		p.log.Debug("ack not recorded", "id", it.msg.Event.ID(), "err", err)
 	}
@@ -653,6 +693,9 @@ func (p *Pipeline) finish(it *item, outcome string) {
 // abandon gives an event back unprocessed: its position is not committed
 // and the broker redelivers it.
 func (p *Pipeline) abandon(it *item, cause error) {
+	if p.hooks != nil {
+		p.hooks.Finished(it.msg, metrics.OutcomeAbandoned, nil, cause.Error())
+	}
 	if err := it.ack(context.Background(), cause); err != nil {
 		p.log.Debug("nack not recorded", "id", it.msg.Event.ID(), "err", err)
 	}

@@ -23,6 +23,7 @@ const (
 	OutcomeDeadLettered = "dead_lettered" // written to every onFailure route
 	OutcomeDiscarded    = "discarded"     // failed with no onFailure route: logged and dropped
 	OutcomeFiltered     = "filtered"      // did not match the pipeline filter
+	OutcomeSkipped      = "skipped"       // skipped by the embedding layer (a cancelled or paused task)
 	OutcomeAbandoned    = "abandoned"     // not finished (shutdown or revoke): will be redelivered
 )
 
@@ -56,7 +57,7 @@ func New(version string) *Registry {
 		Name: "sluice_events_received_total", Help: "Events read from the pipeline's source.",
 	}, pl)
 	r.processed = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sluice_events_processed_total", Help: "Events finished, by outcome (succeeded, dead_lettered, discarded, filtered, abandoned).",
+		Name: "sluice_events_processed_total", Help: "Events finished, by outcome (succeeded, dead_lettered, discarded, filtered, skipped, abandoned).",
 	}, []string{"pipeline", "outcome"})
 	r.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_retries_total", Help: "Function invocations retried after a retriable failure.",
@@ -148,9 +149,9 @@ type Pipeline struct {
 	reg  *Registry
 	name string
 
-	received, succeeded, deadLetter, discarded, filtered, abandoned, retries prometheus.Counter
-	fn2xx, fn4xx, fn5xx, fnErr, e2e                                          prometheus.Observer
-	inFlight, sourceUp, running                                              prometheus.Gauge
+	received, succeeded, deadLetter, discarded, filtered, skipped, abandoned, retries prometheus.Counter
+	fn2xx, fn4xx, fn5xx, fnErr, e2e                                                   prometheus.Observer
+	inFlight, sourceUp, running                                                       prometheus.Gauge
 }
 
 // Received counts an event read from the source.
@@ -169,6 +170,8 @@ func (p *Pipeline) Finished(outcome string, seconds float64) {
 		p.discarded.Inc()
 	case OutcomeFiltered:
 		p.filtered.Inc()
+	case OutcomeSkipped:
+		p.skipped.Inc()
 	default:
 		p.abandoned.Inc()
 		return
