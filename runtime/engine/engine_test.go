@@ -155,6 +155,7 @@ type harness struct {
 	stopOnce      sync.Once
 	drain         time.Duration
 	batch         batchFn // when set, the function sees whole batches
+	hooks         Hooks
 }
 
 func spec(mut func(*pipelines.Pipeline)) *pipelines.Pipeline {
@@ -213,7 +214,7 @@ func startWith(t *testing.T, s *pipelines.Pipeline, fn funcFn, setup func(*harne
 		h.drain = 5 * time.Second
 	}
 	deps := Deps{Metrics: h.reg, Limiters: flow.NewRegistry(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		DrainTimeout: h.drain, Function: counted}
+		DrainTimeout: h.drain, Function: counted, Hooks: h.hooks}
 	p, err := Build(s, deps, comps)
 	if err != nil {
 		t.Fatal(err)

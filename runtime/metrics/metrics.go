@@ -131,6 +131,7 @@ func (r *Registry) Pipeline(name string) *Pipeline {
 		deadLetter: r.processed.WithLabelValues(name, OutcomeDeadLettered),
 		discarded:  r.processed.WithLabelValues(name, OutcomeDiscarded),
 		filtered:   r.processed.WithLabelValues(name, OutcomeFiltered),
+		skipped:    r.processed.WithLabelValues(name, OutcomeSkipped),
 		abandoned:  r.processed.WithLabelValues(name, OutcomeAbandoned),
 		retries:    r.retries.WithLabelValues(name),
 		fn2xx:      r.fnDuration.WithLabelValues(name, "2xx"),
