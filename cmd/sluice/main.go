@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -89,20 +91,47 @@ func schemaCmd(stdout io.Writer) *cobra.Command {
 func validateCmd(stdout, stderr io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "validate PATH...",
-		Short: "Check pipeline files and print every error with file:line and field path",
+		Short: "Check configuration files and print every error with file:line and field path",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, paths []string) error {
-			ps, err := pipelines.LoadPaths(paths...)
+			cfg, err := pipelines.Loader{}.Config(paths...)
 			if err != nil {
 				fmt.Fprintln(stderr, err)
 				return exitError{code: 1}
 			}
-			for _, p := range ps {
-				fmt.Fprintf(stdout, "ok  %s (%s:%d)\n", p.ID(), p.Pos.File, p.Pos.Line)
+			for _, d := range validated(cfg) {
+				fmt.Fprintf(stdout, "ok  %s %s (%s:%d)\n", d.kind, d.id, d.pos.File, d.pos.Line)
 			}
 			return nil
 		},
 	}
+}
+
+// validatedDoc is one document `sluice validate` lists.
+type validatedDoc struct {
+	kind, id string
+	pos      pipelines.Position
+}
+
+// validated lists every document of cfg in file order.
+func validated(cfg *pipelines.Config) []validatedDoc {
+	var docs []validatedDoc
+	for _, t := range cfg.Tenants {
+		docs = append(docs, validatedDoc{pipelines.KindTenant, t.Metadata.Name, t.Pos})
+	}
+	for _, f := range cfg.Functions {
+		docs = append(docs, validatedDoc{pipelines.KindFunction, f.ID(), f.Pos})
+	}
+	for _, b := range cfg.Buses {
+		docs = append(docs, validatedDoc{pipelines.KindBus, b.ID(), b.Pos})
+	}
+	for _, p := range cfg.Pipelines {
+		docs = append(docs, validatedDoc{pipelines.KindPipeline, p.ID(), p.Pos})
+	}
+	slices.SortStableFunc(docs, func(a, b validatedDoc) int {
+		return cmp.Or(strings.Compare(a.pos.File, b.pos.File), cmp.Compare(a.pos.Line, b.pos.Line))
+	})
+	return docs
 }
 
 func pipelinesCmd(stdout io.Writer) *cobra.Command {
@@ -136,6 +165,7 @@ type runFlags struct {
 	logFormat string
 	logLevel  string
 	drain     time.Duration
+	pprof     bool
 }
 
 func runCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -152,6 +182,7 @@ func runCmd(stdout, stderr io.Writer) *cobra.Command {
 	c.Flags().StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	c.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.Flags().DurationVar(&f.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight events may finish before they are abandoned for redelivery")
+	c.Flags().BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin address")
 	return c
 }
 
@@ -198,7 +229,7 @@ func runPipelines(parent context.Context, paths []string, f runFlags, stdout, st
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	srv := &http.Server{Handler: admin.Handler(runner, reg), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: admin.Handler(runner, reg, admin.Options{Pprof: f.pprof}), ReadHeaderTimeout: 10 * time.Second}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
 	log.Info("sluice started", "version", version, "pipelines", len(specs), "admin", "http://"+ln.Addr().String())

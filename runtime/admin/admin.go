@@ -5,6 +5,7 @@ package admin
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/sluicehq/sluice/runtime/engine"
 	"github.com/sluicehq/sluice/runtime/metrics"
@@ -20,14 +21,29 @@ type PipelineStatus struct {
 	Function string `json:"function"`
 }
 
+// Options select optional admin endpoints.
+type Options struct {
+	// Pprof serves net/http/pprof under /debug/pprof/ (off by default:
+	// profiles expose internals and cost CPU while taken).
+	Pprof bool
+}
+
 // Handler returns the admin API.
 //
 //	GET /metrics        Prometheus exposition
 //	GET /healthz        200 while the process serves requests
 //	GET /readyz         200 when every pipeline runs with a connected source, else 503 with reasons
 //	GET /v1/pipelines   pipeline states as JSON
-func Handler(r *engine.Runner, m *metrics.Registry) http.Handler {
+//	GET /debug/pprof/   profiles, with Options.Pprof
+func Handler(r *engine.Runner, m *metrics.Registry, opts Options) http.Handler {
 	mux := http.NewServeMux()
+	if opts.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", m.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -96,7 +96,7 @@ func TestHealthReadinessAndPipelines(t *testing.T) {
 		}
 	}()
 
-	srv := httptest.NewServer(Handler(runner, reg))
+	srv := httptest.NewServer(Handler(runner, reg, Options{Pprof: true}))
 	defer srv.Close()
 
 	if code, _ := get(t, srv.URL+"/healthz"); code != http.StatusOK {
@@ -118,6 +118,9 @@ func TestHealthReadinessAndPipelines(t *testing.T) {
 	}
 	if len(st) != 1 || st[0].ID != "acme/orders" || st[0].State != engine.StateRunning || !st[0].Ready || st[0].Source != "kafka" {
 		t.Fatalf("/v1/pipelines = %+v", st)
+	}
+	if code, _ := get(t, srv.URL+"/debug/pprof/"); code != http.StatusOK {
+		t.Fatalf("/debug/pprof/ = %d with Pprof on", code)
 	}
 	if _, body := get(t, srv.URL+"/metrics"); !strings.Contains(body, `sluice_pipeline_running{pipeline="acme/orders"} 1`) {
 		t.Fatalf("/metrics lacks the running pipeline:\n%.2000s", body)
