@@ -1,5 +1,5 @@
 // Package examples holds runnable examples; this test checks that every
-// pipeline file under examples/ is accepted by the loader, as `sluice
+// configuration file under examples/ is accepted by the loader, as `sluice
 // validate` would.
 package examples
 
@@ -17,6 +17,11 @@ import (
 // users to set, with the values the local brokers use.
 var exampleEnv = map[string]string{
 	"SLUICE_RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:5672/",
+	// examples/async
+	"ACME_API_KEY":      "acme-example-key-0001",
+	"ACME_API_KEY_NEXT": "acme-example-key-0002",
+	"BETA_API_KEY":      "beta-example-key-0001",
+	"RESIZE_TOKEN":      "Bearer example",
 }
 
 func TestEveryExamplePipelineLoads(t *testing.T) {
@@ -49,8 +54,8 @@ func TestEveryExamplePipelineLoads(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v", err)
 			}
-			if len(cfg.Pipelines) == 0 {
-				t.Errorf("%s holds no pipeline", f)
+			if len(cfg.Pipelines)+len(cfg.Tenants)+len(cfg.Functions)+len(cfg.Buses) == 0 {
+				t.Errorf("%s holds no document", f)
 			}
 		})
 	}

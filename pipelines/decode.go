@@ -102,13 +102,18 @@ func indexPath(parent string, i int) string { return parent + "[" + strconv.Itoa
 var (
 	durationType = reflect.TypeFor[Duration]()
 	secretType   = reflect.TypeFor[Secret]()
+	byteSizeType = reflect.TypeFor[ByteSize]()
+	anyMapType   = reflect.TypeFor[map[string]any]()
+	anySliceType = reflect.TypeFor[[]any]()
 )
 
 // decoder decodes one YAML document into a Go value by walking the AST
 // itself, so that one pass reports every problem with its position instead
 // of stopping at the first. Go types drive it: yaml struct tags name the
-// fields, and Duration and Secret get their own parsing. It is used by one
-// goroutine.
+// fields; Duration, Secret and ByteSize get their own parsing; an `any`
+// takes JSON-like values (map[string]any, []any, string, int64 (uint64
+// beyond it), float64, bool, nil) with every node's position recorded. It
+// is used by one goroutine.
 type decoder struct {
 	file       string
 	lineOffset int // line of the stream before the document's first line
@@ -370,8 +375,17 @@ func (d *decoder) decodeValue(n ast.Node, v reflect.Value, path string, pos Posi
 		}
 		v.Set(reflect.ValueOf(sec))
 		return
+	case byteSizeType:
+		d.decodeByteSize(n, v, path, pos)
+		return
 	}
 	switch v.Kind() {
+	case reflect.Interface:
+		if v.NumMethod() != 0 {
+			d.errorf(pos, path, "internal error: cannot decode into %s", v.Type())
+			return
+		}
+		d.decodeAny(n, v, path, pos, depth)
 	case reflect.Pointer:
 		p := reflect.New(v.Type().Elem())
 		d.decodeValue(n, p.Elem(), path, pos, depth)
@@ -458,6 +472,72 @@ func (d *decoder) decodeValue(n ast.Node, v reflect.Value, path string, pos Posi
 		// document type; TestLoadFullExample decodes every field.
 		d.errorf(pos, path, "internal error: cannot decode into %s", v.Type())
 	}
+}
+
+// decodeAny decodes a free-form value (an event pattern) into an empty
+// interface. Mappings and sequences go through decodeValue, so that
+// aliases, merge keys and positions work as for typed fields.
+func (d *decoder) decodeAny(n ast.Node, v reflect.Value, path string, pos Position, depth int) {
+	var val reflect.Value
+	switch t := n.(type) {
+	case ast.MapNode:
+		val = reflect.New(anyMapType).Elem()
+	case *ast.SequenceNode:
+		val = reflect.New(anySliceType).Elem()
+	case *ast.StringNode, *ast.LiteralNode:
+		s, _ := scalarString(n)
+		v.Set(reflect.ValueOf(s))
+		return
+	case *ast.IntegerNode:
+		// goccy gives uint64 for non-negative integers: int64 is what
+		// callers expect, uint64 only beyond it.
+		if u, ok := t.Value.(uint64); ok && u <= math.MaxInt64 {
+			v.Set(reflect.ValueOf(int64(u)))
+		} else {
+			v.Set(reflect.ValueOf(t.Value))
+		}
+		return
+	case *ast.FloatNode:
+		v.Set(reflect.ValueOf(t.Value))
+		return
+	case *ast.BoolNode:
+		v.Set(reflect.ValueOf(t.Value))
+		return
+	case *ast.InfinityNode, *ast.NanNode:
+		d.errorf(pos, path, "%s is not a JSON number", tokenText(n))
+		return
+	default:
+		d.typeError(pos, path, "a JSON value (mapping, sequence, string, number, boolean or null)", n)
+		return
+	}
+	d.decodeValue(n, val, path, pos, depth)
+	v.Set(val)
+}
+
+func (d *decoder) decodeByteSize(n ast.Node, v reflect.Value, path string, pos Position) {
+	if in, ok := n.(*ast.IntegerNode); ok {
+		i, ok := in.Value.(int64)
+		switch {
+		case !ok:
+			d.errorf(pos, path, "integer %s out of range", tokenText(in))
+		case i < 0:
+			d.errorf(pos, path, "negative size %d", i)
+		default:
+			v.SetInt(i)
+		}
+		return
+	}
+	s, ok := scalarString(n)
+	if !ok {
+		d.typeError(pos, path, `a size such as 1048576 or "1MiB"`, n)
+		return
+	}
+	b, err := ParseByteSize(s)
+	if err != nil {
+		d.errorf(pos, path, "%v", err)
+		return
+	}
+	v.SetInt(int64(b))
 }
 
 func (d *decoder) decodeDuration(n ast.Node, v reflect.Value, path string, pos Position) {

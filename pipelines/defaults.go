@@ -77,49 +77,68 @@ func ApplyDefaults(p *Pipeline) {
 	}
 
 	if f := s.Function; f != nil {
-		setDefault(&f.Mode, DefaultMode)
-		setDefault(&f.Timeout, Duration(DefaultFunctionTimeout))
-		if f.Mode == ModeBatch {
-			if f.Batch == nil {
-				f.Batch = &BatchSpec{}
-			}
-			setDefault(&f.Batch.MaxEvents, DefaultBatchMaxEvents)
-			setDefault(&f.Batch.Linger, Duration(DefaultBatchLinger))
-		}
+		functionDefaults(f)
 	}
 
 	d := &s.Delivery
 	setDefault(&d.Ordering, DefaultOrdering)
-	c := &d.Concurrency
+	concurrencyDefaults(&d.Concurrency)
+	setDefault(&d.Window, DefaultWindow)
+	retryDefaults(&d.Retry)
+	setDefault(&d.MaxEventAge, Duration(DefaultMaxEventAge))
+	resultsDefaults(&s.Results, &s.Source)
+}
+
+func functionDefaults(f *FunctionSpec) {
+	setDefault(&f.Mode, DefaultMode)
+	setDefault(&f.Timeout, Duration(DefaultFunctionTimeout))
+	if f.Mode == ModeBatch {
+		if f.Batch == nil {
+			f.Batch = &BatchSpec{}
+		}
+		setDefault(&f.Batch.MaxEvents, DefaultBatchMaxEvents)
+		setDefault(&f.Batch.Linger, Duration(DefaultBatchLinger))
+	}
+}
+
+func concurrencyDefaults(c *ConcurrencySpec) {
 	setDefault(&c.Min, DefaultConcurrencyMin)
 	// A bound given alone must not clash with the other defaults: max:4
 	// means initial 4, min:300 means max 300.
 	setDefault(&c.Max, max(DefaultConcurrencyMax, c.Min, c.Initial))
 	setDefault(&c.Initial, min(max(DefaultConcurrencyInitial, c.Min), c.Max))
 	setDefault(&c.Backoff, DefaultConcurrencyBackoff)
-	setDefault(&d.Window, DefaultWindow)
-	r := &d.Retry
+}
+
+func retryDefaults(r *RetrySpec) {
 	setDefault(&r.Attempts, DefaultAttempts)
 	setDefault(&r.Backoff, DefaultBackoff)
 	setDefault(&r.Delay, Duration(DefaultDelay))
 	setDefault(&r.MaxDelay, max(Duration(DefaultMaxDelay), r.Delay))
 	setDefault(&r.RetryAfterMax, Duration(DefaultRetryAfterMax))
-	setDefault(&d.MaxEventAge, Duration(DefaultMaxEventAge))
+}
 
-	for _, routes := range [][]RouteSpec{s.Results.OnSuccess, s.Results.OnFailure} {
-		for i := range routes {
-			routeDefaults(&routes[i], src)
-			if r := routes[i].RabbitMQ; r != nil {
-				rabbitMQSinkDefaults(r)
-			}
-			if r := routes[i].RocketMQ; r != nil {
-				rocketMQSinkDefaults(r, &s.Source)
-			}
-		}
+// resultsDefaults fills result routes; sinks may take settings from src
+// (an empty SourceSpec where there is no source).
+func resultsDefaults(res *ResultsSpec, src *SourceSpec) {
+	routesDefaults(res.OnSuccess, src)
+	routesDefaults(res.OnFailure, src)
+}
+
+func routesDefaults(routes []RouteSpec, src *SourceSpec) {
+	for i := range routes {
+		routeDefaults(&routes[i], src)
 	}
 }
 
-func routeDefaults(r *RouteSpec, src *KafkaSource) {
+func routeDefaults(r *RouteSpec, source *SourceSpec) {
+	if r.RabbitMQ != nil {
+		rabbitMQSinkDefaults(r.RabbitMQ)
+	}
+	if r.RocketMQ != nil {
+		rocketMQSinkDefaults(r.RocketMQ, source)
+	}
+	src := source.Kafka
 	if k := r.Kafka; k != nil {
 		if len(k.Brokers) == 0 && src != nil {
 			k.Brokers = append([]string(nil), src.Brokers...)

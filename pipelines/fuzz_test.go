@@ -14,10 +14,13 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(header + okSpec))
 	f.Add([]byte("a: &a [*a, *a]\n---\n<<: *a\n"))
 	f.Add([]byte("---\n---\n" + header + okSpec + "...\n%YAML 1.2\n---\n"))
-	if ex, err := os.ReadFile(filepath.FromSlash("../examples/pipelines/orders-billing.yaml")); err == nil {
-		f.Add(ex)
+	f.Add([]byte(kindsFullDoc))
+	for _, name := range []string{"pipelines/orders-billing.yaml", "async/tenants.yaml", "async/functions.yaml", "bus/orders.yaml"} {
+		if ex, err := os.ReadFile(filepath.FromSlash("../examples/" + name)); err == nil {
+			f.Add(ex)
+		}
 	}
-	loader := testLoader() // no environment or disk access
+	loader := kindsLoader() // no environment or disk access
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := loader.Parse("f.yaml", data)
 		if err != nil {

@@ -49,13 +49,22 @@ type Loader struct {
 	LookupEnv func(name string) (string, bool)
 	// ReadFile reads ${file:PATH} secrets; nil means os.ReadFile.
 	ReadFile func(path string) ([]byte, error)
+	// CheckPattern validates a Bus's event patterns (rules and archive);
+	// nil leaves them unchecked beyond being non-empty mappings. It is
+	// given the pattern as decoded: map[string]any holding []any, string,
+	// int64 (uint64 beyond it), float64, bool and nil. It returns nil or
+	// the problems: each *PatternError found by unwrapping (errors.Join,
+	// %w) is reported at the line of its node, any other error at the
+	// pattern. It is a hook so that this package need not import the
+	// pattern engine (sinks/bus/pattern); it may be called concurrently.
+	CheckPattern func(raw any) error
 }
 
 // Config loads files and directories. A path given twice (or a file also
 // found in a given directory) is loaded once. On failure the error is a
 // *LoadError listing every problem, sorted by file, line and column.
 func (l Loader) Config(paths ...string) (*Config, error) {
-	var st loadState
+	st := loadState{checkPattern: l.CheckPattern}
 	loaded := make(map[string]bool)
 	for _, p := range paths {
 		files, err := yamlFiles(p)
@@ -81,7 +90,7 @@ func (l Loader) Config(paths ...string) (*Config, error) {
 
 // Parse loads one YAML stream of documents separated by "---".
 func (l Loader) Parse(name string, data []byte) (*Config, error) {
-	var st loadState
+	st := loadState{checkPattern: l.CheckPattern}
 	l.parse(name, data, &st)
 	return st.finish()
 }
@@ -137,20 +146,43 @@ type document interface {
 	// the same id are duplicates. "" means unnamed (already reported).
 	id() string
 	addTo(cfg *Config)
+	// tenant is the tenant owning the document (after defaults); "" for a
+	// Tenant.
+	tenant() string
+	// busRefs lists the buses the document routes to, which must exist in
+	// its tenant (checkReferences).
+	busRefs() []busRef
 }
 
 // kinds is the registry of document kinds, by `kind:` value. Adding a kind
-// (Tenant, Bus) means a Go type implementing document, a slice in Config
-// and an entry here; the loader does the rest.
+// means a Go type implementing document, a slice in Config and an entry
+// here; the loader does the rest.
 func kinds() map[string]func() document {
 	return map[string]func() document{
 		KindPipeline: func() document { return new(Pipeline) },
+		KindTenant:   func() document { return new(Tenant) },
+		KindFunction: func() document { return new(Function) },
+		KindBus:      func() document { return new(Bus) },
 	}
+}
+
+// documentID is "tenant/name", tenant "default" when not given.
+func documentID(m Metadata) string {
+	tenant := m.Tenant
+	if tenant == "" {
+		tenant = DefaultTenant
+	}
+	return tenant + "/" + m.Name
 }
 
 func (p *Pipeline) setPos(pos Position) { p.Pos = pos }
 func (p *Pipeline) applyDefaults()      { ApplyDefaults(p) }
 func (p *Pipeline) addTo(cfg *Config)   { cfg.Pipelines = append(cfg.Pipelines, p) }
+func (p *Pipeline) tenant() string      { return p.Metadata.Tenant }
+
+func (p *Pipeline) busRefs() []busRef {
+	return resultsBusRefs(nil, "spec.results", &p.Spec.Results)
+}
 
 func (p *Pipeline) id() string {
 	if p.Metadata.Name == "" {
@@ -167,7 +199,14 @@ func (p *Pipeline) resolveFiles(dir string) {
 	if r := p.Spec.Source.RabbitMQ; r != nil {
 		tls = append(tls, r.TLS)
 	}
-	for _, routes := range [][]RouteSpec{p.Spec.Results.OnSuccess, p.Spec.Results.OnFailure} {
+	tls = append(tls, routesTLS(p.Spec.Results.OnSuccess, p.Spec.Results.OnFailure)...)
+	resolveTLSFiles(dir, tls...)
+}
+
+// routesTLS returns the TLS settings of routes (some nil).
+func routesTLS(lists ...[]RouteSpec) []*TLSSpec {
+	var tls []*TLSSpec
+	for _, routes := range lists {
 		for _, r := range routes {
 			if r.Kafka != nil {
 				tls = append(tls, r.Kafka.TLS)
@@ -177,6 +216,12 @@ func (p *Pipeline) resolveFiles(dir string) {
 			}
 		}
 	}
+	return tls
+}
+
+// resolveTLSFiles makes the relative file paths of tls (nil skipped)
+// relative to dir.
+func resolveTLSFiles(dir string, tls ...*TLSSpec) {
 	for _, t := range tls {
 		if t == nil {
 			continue
@@ -191,14 +236,16 @@ func (p *Pipeline) resolveFiles(dir string) {
 
 // loadState accumulates the documents and errors of one load.
 type loadState struct {
-	docs []loadedDoc
-	errs []*FieldError
+	checkPattern func(raw any) error
+	docs         []loadedDoc
+	errs         []*FieldError
 }
 
 type loadedDoc struct {
 	kind string
 	doc  document
 	pos  positions
+	bad  map[string]bool // paths with errors, for checkReferences to skip
 }
 
 // parse decodes every document of one file into st.
@@ -235,7 +282,12 @@ func (st *loadState) add(name string, lineOffset int, secrets secretResolver, do
 		ld.doc.resolveFiles(secrets.dir)
 		ld.doc.applyDefaults()
 		v := newValidator(d.pos, d.errs)
+		v.checkPattern = st.checkPattern
 		ld.doc.validate(v)
+		for _, e := range v.errs {
+			v.bad[e.Path] = true
+		}
+		ld.bad = v.bad
 		d.errs = append(d.errs, v.errs...)
 		st.docs = append(st.docs, ld)
 	}
@@ -330,7 +382,8 @@ func (d *decoder) stringValue(n ast.Node) (string, bool) {
 	return scalarString(n)
 }
 
-// finish checks for duplicates across every file and builds the Config.
+// finish checks for duplicates and references across every file and
+// builds the Config.
 func (st *loadState) finish() (*Config, error) {
 	seen := make(map[string]Position) // kind and id → where first defined
 	for _, ld := range st.docs {
@@ -347,6 +400,7 @@ func (st *loadState) finish() (*Config, error) {
 		}
 		seen[key] = pos
 	}
+	st.errs = append(st.errs, checkReferences(st.docs)...)
 	if err := errorOrNil(st.errs); err != nil {
 		return nil, err
 	}

@@ -79,8 +79,8 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name: "unknown kind",
-			yaml: "apiVersion: sluice.dev/v1\nkind: Tenant\nmetadata: {name: acme}\n",
-			want: []string{`p.yaml:2:7: kind: unknown kind "Tenant": want Pipeline`},
+			yaml: "apiVersion: sluice.dev/v1\nkind: Topic\nmetadata: {name: acme}\n",
+			want: []string{`p.yaml:2:7: kind: unknown kind "Topic": want Bus, Function, Pipeline or Tenant`},
 		},
 		{
 			name: "unknown fields at every depth",
@@ -210,8 +210,8 @@ spec:
 			want: []string{
 				`p.yaml:5:11: spec.source: one of kafka, rabbitmq or rocketmq is required`,
 				`p.yaml:7:11: spec.filter: only one of exact, prefix, suffix, all, any, not or sql may be set, got prefix and suffix`,
-				`p.yaml:9:17: spec.results.onSuccess[0]: one of kafka, webhook, log, rabbitmq or rocketmq is required`,
-				`p.yaml:10:17: spec.results.onFailure[0]: only one of kafka, webhook, log, rabbitmq or rocketmq may be set, got webhook and log`,
+				`p.yaml:9:17: spec.results.onSuccess[0]: one of kafka, webhook, log, rabbitmq, rocketmq or bus is required`,
+				`p.yaml:10:17: spec.results.onFailure[0]: only one of kafka, webhook, log, rabbitmq, rocketmq or bus may be set, got webhook and log`,
 			},
 		},
 		{

@@ -1,6 +1,6 @@
 package pipelines
 
-//go:generate go run ./internal/gendocs -schema ../docs/schema/pipeline.schema.json -reference ../docs/reference.md
+//go:generate go run ./internal/gendocs -schema ../docs/schema/pipeline.schema.json -config-schema ../docs/schema/sluice.schema.json -reference ../docs/reference.md
 
 import (
 	"embed"
@@ -10,15 +10,21 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"maps"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/invopop/jsonschema"
 )
 
-// SchemaID is the $id of the generated JSON Schema.
+// SchemaID is the $id of the generated JSON Schema of Pipeline documents.
 const SchemaID = "https://sluice.dev/schemas/v1/pipeline.schema.json"
+
+// ConfigSchemaID is the $id of the generated JSON Schema of every document
+// kind.
+const ConfigSchemaID = "https://sluice.dev/schemas/v1/sluice.schema.json"
 
 // durationPattern is the JSON Schema pattern of a Duration: a Go duration
 // string without sign.
@@ -32,9 +38,46 @@ const durationPattern = `^(0|([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h
 var typesGo embed.FS
 
 // Schema returns the JSON Schema of a Pipeline document, generated from the
-// Go types, their doc comments and ApplyDefaults. docs/schema/pipeline.schema.json
+// Go types, their doc comments and the defaults. docs/schema/pipeline.schema.json
 // is this output (go generate ./pipelines).
 func Schema() ([]byte, error) {
+	all, err := configSchema()
+	if err != nil {
+		return nil, err
+	}
+	s := &jsonschema.Schema{
+		Version:     all.Version,
+		ID:          SchemaID,
+		Ref:         "#/$defs/" + KindPipeline,
+		Definitions: reachable(all.Definitions, KindPipeline),
+		Title:       "Sluice Pipeline",
+		Description: "A " + APIVersion + " Pipeline document. Exactly one key of each source, route and filter.",
+	}
+	return marshalSchema(s)
+}
+
+// ConfigSchema returns the JSON Schema of a document of any kind (one of
+// them, told apart by kind), for editors checking files that mix kinds.
+// docs/schema/sluice.schema.json is this output.
+func ConfigSchema() ([]byte, error) {
+	s, err := configSchema()
+	if err != nil {
+		return nil, err
+	}
+	return marshalSchema(s)
+}
+
+func marshalSchema(s *jsonschema.Schema) ([]byte, error) {
+	out, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("schema: %w", err)
+	}
+	return append(out, '\n'), nil
+}
+
+// configSchema generates the definitions of every kind's types, and a root
+// that is one of the kinds.
+func configSchema() (*jsonschema.Schema, error) {
 	docs, err := typeDocs()
 	if err != nil {
 		return nil, err
@@ -47,6 +90,11 @@ func Schema() ([]byte, error) {
 				return &jsonschema.Schema{Type: "string", Pattern: durationPattern}
 			case secretType:
 				return &jsonschema.Schema{Type: "string"}
+			case byteSizeType:
+				return &jsonschema.Schema{OneOf: []*jsonschema.Schema{
+					{Type: "integer", Minimum: "0"},
+					{Type: "string", Pattern: byteSizeRE.String()},
+				}}
 			}
 			return nil
 		},
@@ -58,20 +106,38 @@ func Schema() ([]byte, error) {
 			return td.fields[field]
 		},
 	}
-	s := r.Reflect(&Pipeline{})
-	s.ID = SchemaID
-	s.Title = "Sluice Pipeline"
-	s.Description = "A " + APIVersion + " Pipeline document. Exactly one key of each source, route and filter."
+	s := &jsonschema.Schema{
+		Version:     jsonschema.Version,
+		ID:          ConfigSchemaID,
+		Definitions: jsonschema.Definitions{},
+		Title:       "Sluice configuration",
+		Description: "A " + APIVersion + " document of any kind, chosen by kind.",
+	}
+	for _, kind := range slices.Sorted(maps.Keys(kinds())) {
+		ks := r.Reflect(kinds()[kind]())
+		if ks.Ref != "#/$defs/"+kind {
+			return nil, fmt.Errorf("schema: kind %s is Go type %s: name them alike", kind, ks.Ref)
+		}
+		maps.Copy(s.Definitions, ks.Definitions)
+		s.OneOf = append(s.OneOf, &jsonschema.Schema{Ref: ks.Ref})
+	}
 
 	// "Exactly one of" constraints, which tags cannot express.
 	one := uint64(1)
-	for _, name := range []string{"SourceSpec", "RouteSpec", "FilterSpec"} {
+	for _, name := range []string{"SourceSpec", "RouteSpec", "FilterSpec", "TransformSpec"} {
 		def, ok := s.Definitions[name]
 		if !ok {
 			return nil, fmt.Errorf("schema: no definition %s", name)
 		}
 		def.MinProperties, def.MaxProperties = &one, &one
 	}
+	// A target's one key is among others (delivery, transform, ...); a
+	// storage may be empty (embedded).
+	target := s.Definitions["BusTarget"]
+	for _, k := range []string{"function", "sink", "bus"} {
+		target.OneOf = append(target.OneOf, &jsonschema.Schema{Required: []string{k}})
+	}
+	s.Definitions["BusStorage"].MaxProperties = &one
 	// Patterns come from the validator's regexps (and cannot be tags: the
 	// tag syntax splits at commas).
 	for _, p := range []struct {
@@ -81,12 +147,22 @@ func Schema() ([]byte, error) {
 	}{
 		{"Metadata", "name", false, dnsLabelRE},
 		{"Metadata", "tenant", false, dnsLabelRE},
+		{"TenantMetadata", "name", false, dnsLabelRE},
+		{"TenantSpec", "pool", false, dnsLabelRE},
+		{"BusRule", "name", false, dnsLabelRE},
+		{"BusRoute", "name", false, dnsLabelRE},
 		{"KafkaSource", "topics", true, kafkaTopicRE},
 		{"KafkaSource", "version", false, kafkaVersionRE},
 		{"KafkaSink", "topic", false, kafkaTopicRE},
 		{"KafkaSink", "version", false, kafkaVersionRE},
+		{"BusKafkaStorage", "topic", false, kafkaTopicRE},
+		{"BusKafkaStorage", "version", false, kafkaVersionRE},
 	} {
-		prop, ok := s.Definitions[p.def].Properties.Get(p.prop)
+		def, ok := s.Definitions[p.def]
+		if !ok {
+			return nil, fmt.Errorf("schema: no definition %s", p.def)
+		}
+		prop, ok := def.Properties.Get(p.prop)
 		if !ok {
 			return nil, fmt.Errorf("schema: no property %s.%s", p.def, p.prop)
 		}
@@ -108,11 +184,30 @@ func Schema() ([]byte, error) {
 			prop.Default = f.value
 		}
 	}
-	out, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("schema: %w", err)
+	return s, nil
+}
+
+// defRefRE finds the references between definitions.
+var defRefRE = regexp.MustCompile(`"\$ref":"#/\$defs/([^"]+)"`)
+
+// reachable returns the definitions root refers to, directly or not.
+func reachable(defs jsonschema.Definitions, root string) jsonschema.Definitions {
+	out := jsonschema.Definitions{}
+	todo := []string{root}
+	for len(todo) > 0 {
+		name := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		def, ok := defs[name]
+		if _, done := out[name]; done || !ok {
+			continue
+		}
+		out[name] = def
+		b, _ := json.Marshal(def) // a Schema always marshals
+		for _, m := range defRefRE.FindAllSubmatch(b, -1) {
+			todo = append(todo, string(m[1]))
+		}
 	}
-	return append(out, '\n'), nil
+	return out
 }
 
 // typeDoc holds the doc comments of a type and of its fields (by Go name).
@@ -180,27 +275,38 @@ type fieldDefault struct {
 	value any // string or int, as written in YAML
 }
 
-// documentedDefaults returns, per Go type name, the defaults ApplyDefaults
+// documentedDefaults returns, per Go type name, the defaults the loader
 // gives to optional scalar fields, in field order. They are found by
-// applying it to sample pipelines where every optional part is present but
-// empty, so the documentation follows the code. Defaults that depend on
-// other fields (a Kafka sink's brokers) are described in doc comments.
+// applying them to sample documents where every optional part is present
+// but empty, so the documentation follows the code. Defaults that depend on
+// other fields (a Kafka sink's brokers) are described in doc comments and
+// left out here.
 func documentedDefaults() map[string][]fieldDefault {
-	samples := []*Pipeline{
-		{Spec: PipelineSpec{
+	samples := []document{
+		&Pipeline{Spec: PipelineSpec{
 			Source:   SourceSpec{Kafka: &KafkaSource{}},
 			Function: &FunctionSpec{},
 			Results: ResultsSpec{OnSuccess: []RouteSpec{
 				{Kafka: &KafkaSink{}}, {Webhook: &WebhookSink{}}, {Log: &LogSink{}},
 			}},
 		}},
-		{Spec: PipelineSpec{Function: &FunctionSpec{Mode: ModeBatch}}}, // BatchSpec
+		&Pipeline{Spec: PipelineSpec{Function: &FunctionSpec{Mode: ModeBatch}}}, // BatchSpec
+		&Tenant{},
+		&Function{},
+		&Bus{Spec: BusSpec{
+			Storage: BusStorage{Kafka: &BusKafkaStorage{}},
+			Archive: &BusArchive{},
+		}},
 	}
 	out := make(map[string][]fieldDefault)
-	for _, p := range samples {
-		ApplyDefaults(p)
-		collectDefaults(reflect.ValueOf(p).Elem(), out)
+	for _, d := range samples {
+		d.applyDefaults()
+		collectDefaults(reflect.ValueOf(d).Elem(), out)
 	}
+	// Named after the bus, the bus's tenant and name.
+	out["BusKafkaStorage"] = slices.DeleteFunc(out["BusKafkaStorage"], func(f fieldDefault) bool {
+		return f.name == "topic" || f.name == "group"
+	})
 	return out
 }
 
@@ -241,6 +347,8 @@ func collectDefaults(v reflect.Value, out map[string][]fieldDefault) {
 		switch {
 		case f.Type == durationType:
 			fields = append(fields, fieldDefault{name, fv.Interface().(Duration).String()})
+		case f.Type == byteSizeType:
+			fields = append(fields, fieldDefault{name, fv.Interface().(ByteSize).String()})
 		case f.Type.Kind() == reflect.String:
 			fields = append(fields, fieldDefault{name, fv.String()})
 		case f.Type.Kind() == reflect.Int:

@@ -38,6 +38,9 @@ func (p Position) String() string {
 // kind, each in file order.
 type Config struct {
 	Pipelines []*Pipeline
+	Tenants   []*Tenant
+	Functions []*Function
+	Buses     []*Bus
 }
 
 // Pipeline is one `kind: Pipeline` document: one source → (filter) → one
@@ -57,20 +60,14 @@ type Pipeline struct {
 }
 
 // ID identifies the pipeline across tenants: "tenant/name".
-func (p *Pipeline) ID() string {
-	tenant := p.Metadata.Tenant
-	if tenant == "" {
-		tenant = DefaultTenant
-	}
-	return tenant + "/" + p.Metadata.Name
-}
+func (p *Pipeline) ID() string { return documentID(p.Metadata) }
 
 // Metadata names a document and its owner.
 type Metadata struct {
 	// Name is unique per tenant: a DNS label (lower-case letters, digits and
 	// '-', at most 63 characters).
 	Name string `yaml:"name" json:"name"`
-	// Tenant owns the pipeline; same syntax as name.
+	// Tenant owns the document; same syntax as name.
 	Tenant string `yaml:"tenant,omitempty" json:"tenant,omitempty"`
 	// Labels are free-form key/value pairs for selecting pipelines.
 	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
@@ -274,6 +271,8 @@ type RouteSpec struct {
 	RabbitMQ *RabbitMQSink `yaml:"rabbitmq,omitempty" json:"rabbitmq,omitempty"`
 	// RocketMQ sends to a RocketMQ topic.
 	RocketMQ *RocketMQSink `yaml:"rocketmq,omitempty" json:"rocketmq,omitempty"`
+	// Bus puts events on a Bus of the same tenant, written {bus: {name: orders}}.
+	Bus *BusRoute `yaml:"bus,omitempty" json:"bus,omitempty"`
 }
 
 // KafkaSink produces events to a topic (Kafka binary content mode). When

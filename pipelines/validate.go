@@ -36,6 +36,8 @@ type validator struct {
 	// a sequence").
 	bad  map[string]bool
 	errs []*FieldError
+	// checkPattern is the loader's CheckPattern hook; nil skips the check.
+	checkPattern func(raw any) error
 }
 
 // newValidator returns a validator for a decoded document.
@@ -183,16 +185,7 @@ func (v *validator) atLeast(path string, n, least int) {
 }
 
 func (p *Pipeline) validate(v *validator) {
-	if v.required("metadata.name", p.Metadata.Name) {
-		v.dnsLabel("metadata.name", p.Metadata.Name)
-	}
-	if p.Metadata.Tenant != "" {
-		v.dnsLabel("metadata.tenant", p.Metadata.Tenant)
-	}
-	if _, ok := p.Metadata.Labels[""]; ok {
-		v.errorf("metadata.labels", "label keys must not be empty")
-	}
-
+	validateMetadata(v, &p.Metadata)
 	s := &p.Spec
 	validateSource(v, "spec.source", &s.Source)
 	if s.Filter != nil {
@@ -201,11 +194,23 @@ func (p *Pipeline) validate(v *validator) {
 	if s.Function == nil {
 		v.missing("spec.function", "")
 	} else {
-		validateFunction(v, "spec.function", s.Function)
+		validateFunction(v, "spec.function", s.Function, true)
 	}
 	validateDelivery(v, "spec.delivery", &s.Delivery)
-	validateRoutes(v, "spec.results.onSuccess", s.Results.OnSuccess, s.Source.Kafka)
-	validateRoutes(v, "spec.results.onFailure", s.Results.OnFailure, s.Source.Kafka)
+	validateResults(v, "spec.results", &s.Results, s.Source.Kafka)
+}
+
+// validateMetadata checks the metadata of a document owned by a tenant.
+func validateMetadata(v *validator, m *Metadata) {
+	if v.required("metadata.name", m.Name) {
+		v.dnsLabel("metadata.name", m.Name)
+	}
+	if m.Tenant != "" {
+		v.dnsLabel("metadata.tenant", m.Tenant)
+	}
+	if _, ok := m.Labels[""]; ok {
+		v.errorf("metadata.labels", "label keys must not be empty")
+	}
 }
 
 func validateSource(v *validator, path string, s *SourceSpec) {
@@ -420,9 +425,18 @@ func isToken(s string) bool {
 	return true
 }
 
-func validateFunction(v *validator, path string, f *FunctionSpec) {
+// validateFunction checks a function endpoint; batch mode only where a
+// batch of events can be formed (pipelines, not invocations or bus targets).
+func validateFunction(v *validator, path string, f *FunctionSpec, batch bool) {
 	validateURL(v, path+".url", f.URL)
-	v.oneOf(path+".mode", f.Mode, ModeBinary, ModeStructured, ModeBatch)
+	switch {
+	case batch:
+		v.oneOf(path+".mode", f.Mode, ModeBinary, ModeStructured, ModeBatch)
+	case f.Mode == ModeBatch:
+		v.errorf(path+".mode", "mode batch is only for pipelines: events come here one at a time; want binary or structured")
+	default:
+		v.oneOf(path+".mode", f.Mode, ModeBinary, ModeStructured)
+	}
 	v.positive(path+".timeout", f.Timeout)
 	validateHeaders(v, path+".headers", f.Headers)
 	switch b := f.Batch; {
@@ -437,8 +451,13 @@ func validateFunction(v *validator, path string, f *FunctionSpec) {
 
 func validateDelivery(v *validator, path string, d *DeliverySpec) {
 	v.oneOf(path+".ordering", d.Ordering, OrderingKey, OrderingPartition, OrderingNone)
-	c := d.Concurrency
-	cp := path + ".concurrency"
+	validateConcurrency(v, path+".concurrency", &d.Concurrency)
+	v.atLeast(path+".window", d.Window, 1)
+	validateRetry(v, path+".retry", &d.Retry)
+	v.positive(path+".maxEventAge", d.MaxEventAge)
+}
+
+func validateConcurrency(v *validator, cp string, c *ConcurrencySpec) {
 	v.atLeast(cp+".min", c.Min, 1)
 	switch {
 	case c.Min > c.Max:
@@ -452,9 +471,9 @@ func validateDelivery(v *validator, path string, d *DeliverySpec) {
 		v.errorf(cp+".backoff", "backoff %g is outside [0.5, 0.9]", c.Backoff)
 	}
 	v.notNegative(cp+".latencyThreshold", c.LatencyThreshold)
-	v.atLeast(path+".window", d.Window, 1)
-	r := d.Retry
-	rp := path + ".retry"
+}
+
+func validateRetry(v *validator, rp string, r *RetrySpec) {
 	v.atLeast(rp+".attempts", r.Attempts, 1)
 	v.oneOf(rp+".backoff", r.Backoff, BackoffExponential, BackoffConstant)
 	v.notNegative(rp+".delay", r.Delay)
@@ -463,49 +482,67 @@ func validateDelivery(v *validator, path string, d *DeliverySpec) {
 		v.errorf(rp+".maxDelay", "maxDelay %s is below delay %s", r.MaxDelay, r.Delay)
 	}
 	v.notNegative(rp+".retryAfterMax", r.RetryAfterMax)
-	v.positive(path+".maxEventAge", d.MaxEventAge)
+}
+
+// validateResults checks result routes; src is the Kafka source Kafka
+// sinks take their defaults from, or nil.
+func validateResults(v *validator, path string, res *ResultsSpec, src *KafkaSource) {
+	validateRoutes(v, path+".onSuccess", res.OnSuccess, src)
+	validateRoutes(v, path+".onFailure", res.OnFailure, src)
 }
 
 func validateRoutes(v *validator, path string, routes []RouteSpec, src *KafkaSource) {
 	for i := range routes {
-		r := &routes[i]
-		p := indexPath(path, i)
-		var set []string
-		if r.Kafka != nil {
-			set = append(set, "kafka")
-		}
-		if r.Webhook != nil {
-			set = append(set, "webhook")
-		}
-		if r.Log != nil {
-			set = append(set, "log")
-		}
-		if r.RabbitMQ != nil {
-			set = append(set, "rabbitmq")
-		}
-		if r.RocketMQ != nil {
-			set = append(set, "rocketmq")
-		}
-		v.exactlyOne(p, []string{"kafka", "webhook", "log", "rabbitmq", "rocketmq"}, set)
-		if r.RabbitMQ != nil {
-			validateRabbitMQSink(v, p+".rabbitmq", r.RabbitMQ)
-		}
-		if r.RocketMQ != nil {
-			validateRocketMQSink(v, p+".rocketmq", r.RocketMQ)
-		}
-		if k := r.Kafka; k != nil {
-			validateKafkaSink(v, p+".kafka", k, src)
-		}
-		if w := r.Webhook; w != nil {
-			wp := p + ".webhook"
-			validateURL(v, wp+".url", w.URL)
-			validateWebhookSecret(v, wp+".secret", w.Secret)
-			validateHeaders(v, wp+".headers", w.Headers)
-			v.positive(wp+".timeout", w.Timeout)
-		}
-		if l := r.Log; l != nil {
-			v.oneOf(p+".log.format", l.Format, LogFormatJSON, LogFormatText)
-		}
+		validateRoute(v, indexPath(path, i), &routes[i], src)
+	}
+}
+
+// routeKinds are the sinks of a RouteSpec, in the order of its fields.
+var routeKinds = []string{"kafka", "webhook", "log", "rabbitmq", "rocketmq", "bus"}
+
+func validateRoute(v *validator, p string, r *RouteSpec, src *KafkaSource) {
+	var set []string
+	if r.Kafka != nil {
+		set = append(set, "kafka")
+	}
+	if r.Webhook != nil {
+		set = append(set, "webhook")
+	}
+	if r.Log != nil {
+		set = append(set, "log")
+	}
+	if r.RabbitMQ != nil {
+		set = append(set, "rabbitmq")
+	}
+	if r.RocketMQ != nil {
+		set = append(set, "rocketmq")
+	}
+	if r.Bus != nil {
+		set = append(set, "bus")
+	}
+	v.exactlyOne(p, routeKinds, set)
+	if b := r.Bus; b != nil && v.required(p+".bus.name", b.Name) {
+		// Whether the bus exists is checked across documents.
+		v.dnsLabel(p+".bus.name", b.Name)
+	}
+	if r.RabbitMQ != nil {
+		validateRabbitMQSink(v, p+".rabbitmq", r.RabbitMQ)
+	}
+	if r.RocketMQ != nil {
+		validateRocketMQSink(v, p+".rocketmq", r.RocketMQ)
+	}
+	if k := r.Kafka; k != nil {
+		validateKafkaSink(v, p+".kafka", k, src)
+	}
+	if w := r.Webhook; w != nil {
+		wp := p + ".webhook"
+		validateURL(v, wp+".url", w.URL)
+		validateWebhookSecret(v, wp+".secret", w.Secret)
+		validateHeaders(v, wp+".headers", w.Headers)
+		v.positive(wp+".timeout", w.Timeout)
+	}
+	if l := r.Log; l != nil {
+		v.oneOf(p+".log.format", l.Format, LogFormatJSON, LogFormatText)
 	}
 }
 
@@ -540,4 +577,89 @@ func validateWebhookSecret(v *validator, path string, s Secret) {
 	if b, err := base64.StdEncoding.DecodeString(key); err != nil || len(b) == 0 {
 		v.errorf(path, "not a Standard Webhooks key: want \"whsec_\" followed by base64")
 	}
+}
+
+// busRef is a reference to a bus of the referring document's tenant, at
+// path (a "….bus.name" field) in that document.
+type busRef struct {
+	path, name string
+}
+
+// routesBusRefs appends the bus references of routes, found at path.
+func routesBusRefs(refs []busRef, path string, routes []RouteSpec) []busRef {
+	for i, r := range routes {
+		if r.Bus != nil {
+			refs = append(refs, busRef{path: indexPath(path, i) + ".bus.name", name: r.Bus.Name})
+		}
+	}
+	return refs
+}
+
+// resultsBusRefs appends the bus references of result routes at path.
+func resultsBusRefs(refs []busRef, path string, res *ResultsSpec) []busRef {
+	refs = routesBusRefs(refs, path+".onSuccess", res.OnSuccess)
+	return routesBusRefs(refs, path+".onFailure", res.OnFailure)
+}
+
+// checkReferences reports the problems no single document shows: a
+// document of an undefined tenant (only when some Tenant document exists:
+// single-tenant configurations need none), an API key shared by two
+// tenants (never printed), and a bus route or target naming no Bus of the
+// document's tenant. Paths already reported in a document are skipped.
+func checkReferences(docs []loadedDoc) []*FieldError {
+	tenants := make(map[string]bool)
+	buses := make(map[string]bool) // by ID
+	type keyUse struct {
+		tenant string
+		pos    Position
+	}
+	keys := make(map[string]keyUse) // by value
+	var errs []*FieldError
+	for _, ld := range docs {
+		switch d := ld.doc.(type) {
+		case *Bus:
+			buses[d.ID()] = true
+		case *Tenant:
+			tenants[d.Metadata.Name] = true
+			v := &validator{pos: ld.pos, bad: ld.bad}
+			for i, k := range d.Spec.APIKeys {
+				p := indexPath("spec.apiKeys", i)
+				if k.Value() == "" || v.reported(p) {
+					continue
+				}
+				first, dup := keys[k.Value()]
+				if !dup {
+					keys[k.Value()] = keyUse{tenant: d.Metadata.Name, pos: ld.pos.value(p)}
+					continue
+				}
+				ref := ""
+				if k.Ref != "" {
+					ref = " " + k.Ref
+				}
+				v.errorf(p, "duplicate API key%s: same value as an API key of tenant %q at %s", ref, first.tenant, first.pos)
+			}
+			errs = append(errs, v.errs...)
+		}
+	}
+	for _, ld := range docs {
+		owner := ld.doc.tenant()
+		if owner == "" {
+			continue // a Tenant
+		}
+		v := &validator{pos: ld.pos, bad: ld.bad}
+		switch {
+		case len(tenants) == 0 || tenants[owner]:
+		case ld.pos.has("metadata.tenant"):
+			v.errorf("metadata.tenant", "unknown tenant %q: no Tenant document defines it", owner)
+		default:
+			v.missing("metadata.tenant", fmt.Sprintf("there are Tenant documents, none named %q", owner))
+		}
+		for _, r := range ld.doc.busRefs() {
+			if r.name != "" && !buses[owner+"/"+r.name] {
+				v.errorf(r.path, "unknown bus %q: tenant %q has no Bus of that name", r.name, owner)
+			}
+		}
+		errs = append(errs, v.errs...)
+	}
+	return errs
 }

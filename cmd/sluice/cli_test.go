@@ -58,6 +58,30 @@ func TestValidateAcceptsExamples(t *testing.T) {
 	}
 }
 
+func TestValidateListsEveryKind(t *testing.T) {
+	for _, name := range []string{"ACME_API_KEY", "ACME_API_KEY_NEXT", "BETA_API_KEY", "RESIZE_TOKEN"} {
+		t.Setenv(name, "test-value-of-"+name)
+	}
+	stdout, stderr, err := runCLI(t, "validate", "../../examples/bus", "../../examples/async")
+	if err != nil {
+		t.Fatalf("validate: %v\n%s", err, stderr)
+	}
+	async, bus := filepath.FromSlash("../../examples/async/"), filepath.FromSlash("../../examples/bus/")
+	want := "ok  Function acme/resize (" + async + "functions.yaml:11)\n" +
+		"ok  Function beta/echo (" + async + "functions.yaml:29)\n" +
+		"ok  Tenant acme (" + async + "tenants.yaml:10)\n" +
+		"ok  Tenant beta (" + async + "tenants.yaml:19)\n" +
+		"ok  Pipeline acme/orders-enrich (" + bus + "orders.yaml:6)\n" +
+		"ok  Bus acme/orders (" + bus + "orders.yaml:17)\n" +
+		"ok  Bus acme/audit (" + bus + "orders.yaml:49)\n"
+	if stdout != want {
+		t.Errorf("validate printed\n%s\nwant\n%s", stdout, want)
+	}
+	if strings.Contains(stdout+stderr, "test-value-of-") {
+		t.Errorf("validate printed a secret")
+	}
+}
+
 func TestVersionAndSchema(t *testing.T) {
 	out, _, err := runCLI(t, "version")
 	if err != nil || !strings.HasPrefix(out, "sluice ") {
