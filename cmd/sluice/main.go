@@ -94,7 +94,7 @@ func validateCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Check configuration files and print every error with file:line and field path",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, paths []string) error {
-			cfg, err := pipelines.Loader{}.Config(paths...)
+			cfg, err := loadConfig(paths)
 			if err != nil {
 				fmt.Fprintln(stderr, err)
 				return exitError{code: 1}
@@ -201,16 +201,23 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
 }
 
+// loadConfig loads every document kind. validate and run share it, so they
+// accept exactly the same files.
+func loadConfig(paths []string) (*pipelines.Config, error) {
+	return pipelines.Loader{}.Config(paths...)
+}
+
 func runPipelines(parent context.Context, paths []string, f runFlags, stdout, stderr io.Writer) error {
 	log, err := newLogger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err
 	}
-	specs, err := pipelines.LoadPaths(paths...)
+	cfg, err := loadConfig(paths)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitError{code: 1}
 	}
+	specs := cfg.Pipelines
 	if parent == nil {
 		parent = context.Background()
 	}
