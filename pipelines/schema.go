@@ -291,6 +291,10 @@ func documentedDefaults() map[string][]fieldDefault {
 			}},
 		}},
 		&Pipeline{Spec: PipelineSpec{Function: &FunctionSpec{Mode: ModeBatch}}}, // BatchSpec
+		&Pipeline{Spec: PipelineSpec{ // RocketMQ source and sink
+			Source:  SourceSpec{RocketMQ: &RocketMQSource{}},
+			Results: ResultsSpec{OnSuccess: []RouteSpec{{RocketMQ: &RocketMQSink{}}}},
+		}},
 		&Tenant{},
 		&Function{},
 		&Bus{Spec: BusSpec{

@@ -8,12 +8,14 @@ import (
 	"github.com/sluicehq/sluice/connectors"
 	kafkasource "github.com/sluicehq/sluice/connectors/kafka"
 	rabbitsource "github.com/sluicehq/sluice/connectors/rabbitmq"
+	rocketsource "github.com/sluicehq/sluice/connectors/rocketmq"
 	"github.com/sluicehq/sluice/pipelines"
 	"github.com/sluicehq/sluice/runtime/metrics"
 	"github.com/sluicehq/sluice/sinks"
 	kafkasink "github.com/sluicehq/sluice/sinks/kafka"
 	logsink "github.com/sluicehq/sluice/sinks/log"
 	rabbitsink "github.com/sluicehq/sluice/sinks/rabbitmq"
+	rocketsink "github.com/sluicehq/sluice/sinks/rocketmq"
 	"github.com/sluicehq/sluice/sinks/webhook"
 )
 
@@ -56,6 +58,9 @@ func DefaultComponents() Components {
 			"rabbitmq": func(s pipelines.SourceSpec, o connectors.Options, env SourceEnv) (connectors.Source, error) {
 				return rabbitsource.New(*s.RabbitMQ, o, env.Log, rabbitsource.WithRecorder(env.Metrics))
 			},
+			"rocketmq": func(s pipelines.SourceSpec, o connectors.Options, env SourceEnv) (connectors.Source, error) {
+				return rocketsource.New(*s.RocketMQ, o, env.Log, rocketsource.WithRecorder(env.Metrics))
+			},
 		},
 		Sinks: map[string]SinkFactory{
 			"kafka": func(r pipelines.RouteSpec, env SinkEnv) (sinks.Sink, error) {
@@ -63,6 +68,9 @@ func DefaultComponents() Components {
 			},
 			"rabbitmq": func(r pipelines.RouteSpec, env SinkEnv) (sinks.Sink, error) {
 				return rabbitsink.New(*r.RabbitMQ, env.Log)
+			},
+			"rocketmq": func(r pipelines.RouteSpec, env SinkEnv) (sinks.Sink, error) {
+				return rocketsink.New(*r.RocketMQ, env.Log)
 			},
 			"webhook": func(r pipelines.RouteSpec, _ SinkEnv) (sinks.Sink, error) {
 				w := r.Webhook
