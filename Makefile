@@ -38,6 +38,12 @@ test: brokers lint
 quickstart:
 	scripts/quickstart.sh
 
+## bench: benchmark programs (BENCHMARKS.md, docs/benchmarks.md); B=b1 runs one
+## scenario (comma-separate several), BENCH_FLAGS adds flags (-runs 5, -events N, -b2.phase 10s)
+bench:
+	$(GO) build -o bin/sluice-bench ./bench/cmd/sluice-bench
+	bin/sluice-bench $(if $(B),-scenarios $(B)) $(BENCH_FLAGS)
+
 ## generate: regenerate docs/reference.md and the JSON Schema from the Go types
 generate:
 	$(GO) run ./pipelines/internal/gendocs

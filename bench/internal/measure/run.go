@@ -1,0 +1,211 @@
+package measure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/bench/internal/harness"
+	"github.com/sluicehq/sluice/bench/internal/procs"
+)
+
+// Metric names read from Sluice's /metrics.
+const (
+	MetricProcessed   = "sluice_events_processed_total"
+	MetricLimit       = "sluice_flow_limit"
+	MetricFlowIn      = "sluice_flow_in_flight"
+	MetricFnDuration  = "sluice_function_duration_seconds"
+	MetricEvtDuration = "sluice_event_duration_seconds"
+)
+
+// Sample is one observation of Sluice and the function.
+type Sample struct {
+	At        time.Time
+	Processed float64 // events finished (every outcome but "abandoned")
+	Limit     float64 // AIMD limit
+	InFlight  float64 // invocations in flight
+	Sluice    procs.Usage
+	Fn        procs.FunctionStats
+}
+
+// Opts says when a measurement ends and how it is shown.
+type Opts struct {
+	// Target ends the run once this many events are processed (0: none).
+	Target int64
+	// MaxDuration ends the run this long after the first function call
+	// (0: none).
+	MaxDuration time.Duration
+	// Until ends the run at this time (zero: none).
+	Until time.Time
+	// Every is the sampling interval (default 100 ms). Each sample costs
+	// Sluice one /metrics scrape.
+	Every time.Duration
+	// Label names the run in progress output and log files.
+	Label string
+	// Drain is Sluice's --drain-timeout (default 5 s).
+	Drain time.Duration
+}
+
+// Run is what one Sluice run measured.
+type Run struct {
+	// First is when the function first saw a call from this Sluice (to
+	// within 10 ms); End is the sample that ended the run.
+	First, End time.Time
+	// Processed is the count at End.
+	Processed float64
+	// Capped is true when the run ended on time, not on Target.
+	Capped bool
+	// CPUSeconds is Sluice's CPU time between First and End.
+	CPUSeconds float64
+	// PeakRSS is Sluice's VmHWM at End (bytes).
+	PeakRSS int64
+	// Samples from First on; Final is the /metrics scrape at End.
+	Samples []Sample
+	Final   procs.Metrics
+	// Fn0 is the function's /stats before Sluice started.
+	Fn0 procs.FunctionStats
+}
+
+// Rate is events processed per second between First and End.
+func (r *Run) Rate() float64 {
+	d := r.End.Sub(r.First).Seconds()
+	if d <= 0 {
+		return 0
+	}
+	return r.Processed / d
+}
+
+// Outcome returns the processed count of one outcome at End.
+func (r *Run) Outcome(pipelineID, outcome string) float64 {
+	return r.Final.Sum(MetricProcessed, map[string]string{"pipeline": pipelineID, "outcome": outcome})
+}
+
+// Sluice writes the pipeline into workDir, starts the sluice binary on
+// it, waits until it is ready, and samples it until opts say stop; then it
+// stops Sluice. A configuration Sluice rejects comes back as an error
+// wrapping *procs.ExitedError.
+func Sluice(ctx context.Context, bin, workDir string, pl Pipeline, fn *procs.Function, opts Opts, progress *harness.Progress) (*Run, error) {
+	if opts.Every <= 0 {
+		opts.Every = 100 * time.Millisecond
+	}
+	if opts.Drain <= 0 {
+		opts.Drain = 5 * time.Second
+	}
+	file := strings.ReplaceAll(opts.Label, " ", "_")
+	path, err := pl.Write(workDir, file+".yaml")
+	if err != nil {
+		return nil, err
+	}
+	r := &Run{}
+	if r.Fn0, err = fn.Stats(ctx); err != nil {
+		return nil, err
+	}
+	s, err := procs.StartSluice(bin, path, filepath.Join(workDir, file+".log"), opts.Drain)
+	if err != nil {
+		return nil, err
+	}
+	runErr := sample(ctx, s, pl, fn, opts, r, progress)
+	if err := s.Stop(opts.Drain + 10*time.Second); err != nil && runErr == nil {
+		runErr = fmt.Errorf("stopping sluice: %w", err)
+	}
+	return r, runErr
+}
+
+func sample(ctx context.Context, s *procs.Sluice, pl Pipeline, fn *procs.Function, opts Opts, r *Run, progress *harness.Progress) error {
+	if err := s.WaitReady(ctx, 60*time.Second); err != nil {
+		return err
+	}
+	// The first call, polled finely: it starts the clock.
+	err := every(ctx, 10*time.Millisecond, func() (bool, error) {
+		if err := s.Exited(); err != nil {
+			return false, err
+		}
+		st, err := fn.Stats(ctx)
+		if err != nil {
+			return false, err
+		}
+		if st.Calls > r.Fn0.Calls {
+			r.First = time.Now()
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return err
+	}
+	u0, err := s.Usage()
+	if err != nil {
+		return err
+	}
+	var done atomic.Int64
+	stop := progress.Track(opts.Label, opts.Target, done.Load)
+	defer stop()
+	match := map[string]string{"pipeline": pl.ID()}
+	abandoned := map[string]string{"pipeline": pl.ID(), "outcome": "abandoned"}
+	fnLabel := map[string]string{"function": pl.URL}
+	return every(ctx, opts.Every, func() (bool, error) {
+		if err := s.Exited(); err != nil {
+			return false, err
+		}
+		m, err := s.Metrics(ctx)
+		if err != nil {
+			return false, err
+		}
+		smp := Sample{
+			At:        time.Now(),
+			Processed: m.Sum(MetricProcessed, match) - m.Sum(MetricProcessed, abandoned),
+			Limit:     m.Sum(MetricLimit, fnLabel),
+			InFlight:  m.Sum(MetricFlowIn, fnLabel),
+		}
+		if smp.Sluice, err = s.Usage(); err != nil {
+			return false, err
+		}
+		if smp.Fn, err = fn.Stats(ctx); err != nil {
+			return false, err
+		}
+		r.Samples = append(r.Samples, smp)
+		done.Store(int64(smp.Processed))
+		finished := opts.Target > 0 && smp.Processed >= float64(opts.Target)
+		capped := (opts.MaxDuration > 0 && smp.At.Sub(r.First) >= opts.MaxDuration) ||
+			(!opts.Until.IsZero() && !smp.At.Before(opts.Until))
+		if !finished && !capped {
+			return false, nil
+		}
+		r.End, r.Processed, r.Capped, r.Final = smp.At, smp.Processed, !finished, m
+		r.CPUSeconds = smp.Sluice.CPUSeconds - u0.CPUSeconds
+		r.PeakRSS = smp.Sluice.HWMBytes
+		return true, nil
+	})
+}
+
+// every calls f at each interval until it returns true or an error, or
+// ctx ends.
+func every(ctx context.Context, interval time.Duration, f func() (bool, error)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		ok, err := f()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Rejected reports whether err says Sluice exited on its own (for example
+// because it refused the configuration), and returns the log tail.
+func Rejected(err error) (string, bool) {
+	var ee *procs.ExitedError
+	if errors.As(err, &ee) {
+		return ee.Tail, true
+	}
+	return "", false
+}
