@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,9 +118,10 @@ func New(spec pipelines.RocketMQSink, logger *slog.Logger) (*Sink, error) {
 // Write sends events in order, one synchronous send each, and returns nil
 // once the broker has answered SEND_OK for every one. On error the events
 // before the failed one were written; the caller retries the whole slice.
-// Errors wrap rocketmqce.ErrInvalidCloudEvent (an event that cannot be
-// encoded; permanent), ErrNotStored, ErrClosed, a client error (no route,
-// broker unreachable), or ctx's error.
+// Errors wrap sinks.ErrRejected (permanent: an event that cannot be encoded,
+// wrapping rocketmqce.ErrInvalidCloudEvent, or one the broker refuses as
+// illegal, e.g. over its maximum message size), ErrNotStored, ErrClosed, a
+// client error (no route, broker unreachable), or ctx's error.
 func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -128,7 +130,7 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 	for i, ev := range events {
 		m, err := s.message(ev)
 		if err != nil {
-			return fmt.Errorf("rocketmq sink: event %q: %w", ev.ID(), err)
+			return sinks.Rejected(fmt.Errorf("rocketmq sink: event %q: %w", ev.ID(), err))
 		}
 		msgs[i] = m
 	}
@@ -149,7 +151,11 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 				err = fmt.Errorf("%w (%v)", cerr, err)
 			}
 			s.sendErr.Store(&err)
-			return fmt.Errorf("rocketmq sink: event %q (%d of %d): %w", events[i].ID(), i+1, len(msgs), err)
+			err = fmt.Errorf("rocketmq sink: event %q (%d of %d): %w", events[i].ID(), i+1, len(msgs), err)
+			if illegal(err) {
+				return sinks.Rejected(err)
+			}
+			return err
 		}
 	}
 	s.sendErr.Store(nil)
@@ -277,6 +283,15 @@ func (s *Sink) Health() error {
 	}
 	return nil
 }
+
+// illegalRE matches the client's error for a broker response with code 13,
+// MESSAGE_ILLEGAL: a body over the broker's maxMessageSize (4 MiB by
+// default, counted after the client's compression), properties too long,
+// an illegal topic. The client reports it only as text.
+var illegalRE = regexp.MustCompile(`\bCODE: 13\b`)
+
+// illegal reports a send the broker refused for good.
+func illegal(err error) bool { return illegalRE.MatchString(err.Error()) }
 
 func statusName(st primitive.SendStatus) string {
 	switch st {

@@ -2,6 +2,7 @@ package rocketmq
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/internal/cetest"
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/pipelines"
+	"github.com/sluicehq/sluice/sinks"
 )
 
 func TestNewRejects(t *testing.T) {
@@ -58,6 +60,10 @@ func TestMessage(t *testing.T) {
 			}
 			m, err := s.message(tt.ev)
 			if tt.wantErr {
+				werr := s.Write(context.Background(), []cloudevents.Event{tt.ev})
+				if !errors.Is(werr, sinks.ErrRejected) || !errors.Is(werr, rocketmqce.ErrInvalidCloudEvent) {
+					t.Errorf("Write = %v, want ErrRejected and ErrInvalidCloudEvent", werr)
+				}
 				if !errors.Is(err, rocketmqce.ErrInvalidCloudEvent) {
 					t.Fatalf("message = %v, want ErrInvalidCloudEvent", err)
 				}
@@ -161,5 +167,30 @@ func TestKeysTagsAndSharding(t *testing.T) {
 		if order[key][i/3] != ev.ID() {
 			t.Errorf("key %s: order %v", key, order[key])
 		}
+	}
+}
+
+// TestTooLargeIsRejected: the broker refuses a message over its maximum
+// size for good, and the sink says so (sinks.ErrRejected), so the runtime
+// dead-letters instead of retrying forever.
+func TestTooLargeIsRejected(t *testing.T) {
+	ns := []string{testenv.RocketMQNameServer(t)}
+	topic := testenv.UniqueName(t, "big")
+	testenv.RocketMQCreateTopic(t, topic, 1)
+	s := newSink(t, pipelines.RocketMQSink{NameServers: ns, Topic: topic})
+	defer s.Close(context.Background())
+	data := make([]byte, 5<<20)
+	_, _ = crand.Read(data) // incompressible
+	ev := cetest.New(t, "big-1", nil)
+	if err := ev.SetData("application/octet-stream", data); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Write(context.Background(), []cloudevents.Event{ev})
+	if !errors.Is(err, sinks.ErrRejected) {
+		t.Fatalf("Write of 5 MiB = %v, want ErrRejected", err)
+	}
+	t.Logf("refused: %v", err)
+	if err := s.Write(context.Background(), []cloudevents.Event{cetest.New(t, "small-1", "x")}); err != nil {
+		t.Errorf("Write after the refusal: %v", err)
 	}
 }
