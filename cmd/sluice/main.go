@@ -56,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(runCmd(stdout, stderr), validateCmd(stdout, stderr), versionCmd(stdout), schemaCmd(stdout), pipelinesCmd(stdout))
+	root.AddCommand(runCmd(stdout, stderr), validateCmd(stdout, stderr), versionCmd(stdout), schemaCmd(stdout), pipelinesCmd(stdout), tasksCmd(stdout, stderr))
 	return root.Execute()
 }
 
@@ -166,6 +166,7 @@ type runFlags struct {
 	logLevel  string
 	drain     time.Duration
 	pprof     bool
+	async     asyncFlags
 }
 
 func runCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -183,6 +184,7 @@ func runCmd(stdout, stderr io.Writer) *cobra.Command {
 	c.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.Flags().DurationVar(&f.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight events may finish before they are abandoned for redelivery")
 	c.Flags().BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin address")
+	f.async.register(c)
 	return c
 }
 
@@ -228,20 +230,34 @@ func runPipelines(parent context.Context, paths []string, f runFlags, stdout, st
 	deps := engine.Deps{
 		Metrics: reg, Limiters: flow.NewRegistry(), Log: log, Stdout: stdout, DrainTimeout: f.drain,
 	}
-	runner, err := engine.NewRunner(specs, deps, engine.DefaultComponents())
+	comps := engine.DefaultComponents()
+	runner, err := engine.NewRunner(specs, deps, comps)
 	if err != nil {
 		return err
 	}
+	asyncRT, err := startAsync(ctx, cfg, f.async, deps, comps)
+	if err != nil {
+		stop()
+		return errors.Join(err, runner.Run(ctx))
+	}
+	defer asyncRT.close()
 	ln, err := net.Listen("tcp", f.adminAddr)
 	if err != nil {
-		return fmt.Errorf("admin listener: %w", err)
+		stop()
+		return errors.Join(fmt.Errorf("admin listener: %w", err), asyncRT.wait())
 	}
-	srv := &http.Server{Handler: admin.Handler(runner, reg, admin.Options{Pprof: f.pprof}), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: asyncRT.mount(admin.Handler(runner, reg, admin.Options{Pprof: f.pprof})), ReadHeaderTimeout: 10 * time.Second}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
 	log.Info("sluice started", "version", version, "pipelines", len(specs), "admin", "http://"+ln.Addr().String())
 
 	runErr := runner.Run(ctx)
+	if asyncRT != nil {
+		if runErr != nil {
+			stop() // every pipeline failed: stop the async service too
+		}
+		runErr = errors.Join(runErr, asyncRT.wait())
+	}
 
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

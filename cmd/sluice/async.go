@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/sluicehq/sluice/pipelines"
+	"github.com/sluicehq/sluice/runtime/async"
+	"github.com/sluicehq/sluice/runtime/engine"
+	"github.com/sluicehq/sluice/runtime/queue"
+	"github.com/sluicehq/sluice/runtime/tasks"
+	"github.com/sluicehq/sluice/runtime/tasks/boltstore"
+	"github.com/sluicehq/sluice/runtime/tasks/pgstore"
+)
+
+// asyncFlags select where the asynchronous invocation service (Function
+// documents; docs/async.md) keeps its tasks and serves its API.
+type asyncFlags struct {
+	dataDir      string
+	taskStore    string
+	taskSchema   string
+	queueURL     string
+	apiAddr      string
+	instance     string
+	workers      int
+	syncAlways   bool
+	queueAckWait time.Duration
+}
+
+func (f *asyncFlags) register(c *cobra.Command) {
+	fs := c.Flags()
+	fs.StringVar(&f.dataDir, "data-dir", "./.sluice-data", "directory of the embedded task queue and task store (Function documents)")
+	fs.StringVar(&f.taskStore, "task-store", "", "task store: empty for the embedded store in --data-dir, or a postgres:// URL shared by several instances")
+	fs.StringVar(&f.taskSchema, "task-store-schema", "", "PostgreSQL schema of the task store (default: the connection's search_path)")
+	fs.StringVar(&f.queueURL, "queue", "", "task queue: empty for the embedded NATS JetStream in --data-dir, or nats://host:port of a NATS cluster shared by several instances")
+	fs.StringVar(&f.apiAddr, "api-addr", "", "listen address of the invoke and task APIs (default: served on --admin-addr)")
+	fs.StringVar(&f.instance, "instance", "", "this instance's name, stable across restarts (default: generated once and kept in --data-dir)")
+	fs.IntVar(&f.workers, "workers", 256, "tasks in progress at once across all tenants, divided among them by weight")
+	fs.BoolVar(&f.syncAlways, "queue-sync-always", false, "fsync every queued task before answering 202 (survives power loss; slower)")
+	fs.DurationVar(&f.queueAckWait, "queue-ack-wait", queue.DefaultAckWait, "how long the tasks a crashed instance was running wait before they are dispatched again")
+}
+
+// asyncRuntime is the running service with the queue and store it owns.
+type asyncRuntime struct {
+	svc   *async.Service
+	q     queue.Queue
+	store tasks.Store
+	log   *slog.Logger
+	done  chan error // Run's result
+
+	apiSrv *http.Server // nil when the API is served on the admin listener
+	apiErr chan error
+}
+
+// startAsync opens the task store and queue and runs the service when the
+// configuration has functions; it returns nil otherwise.
+func startAsync(ctx context.Context, cfg *pipelines.Config, f asyncFlags, deps engine.Deps, comps engine.Components) (*asyncRuntime, error) {
+	if len(cfg.Functions) == 0 {
+		return nil, nil
+	}
+	log := deps.Log
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+	instance := f.instance
+	if instance == "" {
+		var err error
+		if instance, err = instanceID(f.dataDir); err != nil {
+			return nil, err
+		}
+	}
+	a := &asyncRuntime{log: log}
+	var err error
+	switch {
+	case f.taskStore == "":
+		a.store, err = boltstore.Open(filepath.Join(f.dataDir, "tasks.db"), tasks.Options{Logger: log})
+	case strings.HasPrefix(f.taskStore, "postgres://"), strings.HasPrefix(f.taskStore, "postgresql://"):
+		a.store, err = pgstore.Open(ctx, pgstore.Config{URL: f.taskStore, Schema: f.taskSchema, Options: tasks.Options{Logger: log}})
+	default:
+		err = errors.New("want a postgres:// URL or nothing")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--task-store: %w", err)
+	}
+	qcfg := queue.Config{AckWait: f.queueAckWait}
+	if f.queueURL == "" {
+		a.q, err = queue.OpenEmbedded(ctx, queue.EmbeddedConfig{Config: qcfg, DataDir: filepath.Join(f.dataDir, "queue"), SyncAlways: f.syncAlways}, log)
+	} else {
+		a.q, err = queue.OpenNATS(ctx, f.queueURL, qcfg, log)
+	}
+	if err != nil {
+		_ = a.store.Close()
+		return nil, fmt.Errorf("--queue: %w", err)
+	}
+	a.svc, err = async.New(async.Config{
+		Tenants: cfg.Tenants, Functions: cfg.Functions, Store: a.store, Queue: a.q,
+		SharedQueue: f.queueURL != "", Instance: instance, StateDir: f.dataDir,
+		Metrics: deps.Metrics, Limiters: deps.Limiters, Log: log, Stdout: deps.Stdout, Components: &comps,
+		Workers: f.workers, DrainTimeout: deps.DrainTimeout,
+	})
+	if err != nil {
+		a.closeStorage()
+		return nil, err
+	}
+	if f.apiAddr != "" {
+		ln, err := net.Listen("tcp", f.apiAddr)
+		if err != nil {
+			a.closeStorage()
+			return nil, fmt.Errorf("API listener: %w", err)
+		}
+		a.apiSrv = &http.Server{Handler: a.svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		a.apiErr = make(chan error, 1)
+		go func() { a.apiErr <- a.apiSrv.Serve(ln) }()
+		log.Info("invoke API listening", "addr", "http://"+ln.Addr().String())
+	}
+	a.done = make(chan error, 1)
+	go func() { a.done <- a.svc.Run(ctx) }()
+	store, q := "embedded", "embedded"
+	if f.taskStore != "" {
+		store = "postgres"
+	}
+	if f.queueURL != "" {
+		q = "nats"
+	}
+	log.Info("async service started", "functions", len(cfg.Functions), "tenants", len(cfg.Tenants),
+		"instance", instance, "data_dir", f.dataDir, "task_store", store, "queue", q)
+	return a, nil
+}
+
+// mount serves the async API beside the admin API on one listener, unless
+// it has a listener of its own.
+func (a *asyncRuntime) mount(adminAPI http.Handler) http.Handler {
+	if a == nil || a.apiSrv != nil {
+		return adminAPI
+	}
+	api := a.svc.Handler()
+	mux := http.NewServeMux()
+	for _, p := range []string{"/v1/functions/", "/v1/tasks", "/v1/tasks/", "/v1/tasks:batch"} {
+		mux.Handle(p, api)
+	}
+	mux.Handle("/", adminAPI)
+	return mux
+}
+
+// wait returns once the service stopped (its context ended and it
+// drained), and stops its API listener.
+func (a *asyncRuntime) wait() error {
+	if a == nil {
+		return nil
+	}
+	err := <-a.done
+	if a.apiSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.apiSrv.Shutdown(ctx)
+		cancel()
+		if serr := <-a.apiErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			a.log.Error("API server", "err", serr)
+		}
+	}
+	return err
+}
+
+// close closes the queue and the store, after wait.
+func (a *asyncRuntime) close() {
+	if a != nil {
+		a.closeStorage()
+	}
+}
+
+func (a *asyncRuntime) closeStorage() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.q.Close(ctx); err != nil {
+		a.log.Error("closing the task queue", "err", err)
+	}
+	if err := a.store.Close(); err != nil {
+		a.log.Error("closing the task store", "err", err)
+	}
+}
+
+// instanceID reads this instance's name from the data directory, creating
+// it on first start.
+func instanceID(dir string) (string, error) {
+	path := filepath.Join(dir, "instance-id")
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("instance id: %w", err)
+	}
+	id := uuid.NewString()
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("instance id: %w", err)
+	}
+	return id, nil
+}
