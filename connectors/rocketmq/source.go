@@ -70,7 +70,10 @@ const (
 	// hook. The client drops and recreates a process queue whose last pull
 	// began over 120 s ago (a long poll takes up to 20 s of that); past
 	// holdMax the batch is taken, one pull batch over the window.
-	holdMax      = 60 * time.Second
+	holdMax = 60 * time.Second
+	// goneTTL is how long a released lane's process queue is remembered,
+	// to ignore its late pulls.
+	goneTTL      = 2 * time.Minute
 	probeTimeout = 3 * time.Second
 	backoffMax   = 10 * time.Second
 	// landWait bounds how long Close waits for batches that passed the
@@ -121,8 +124,8 @@ type Source struct {
 	owned      func() map[primitive.MessageQueue]int64 // queue → committed offset in the client's memory
 	lanes      map[*primitive.MessageQueue]*lane       // live lanes by the client's queue (one per process queue)
 	byName     map[string]*lane
-	gone       map[*primitive.MessageQueue]bool // released lanes: late pulls of dropped process queues
-	order      []*lane                          // live lanes, for round-robin reads
+	gone       map[*primitive.MessageQueue]time.Time // released lanes → when: late pulls of dropped process queues
+	order      []*lane                               // live lanes, for round-robin reads
 	next       int
 	laneSeq    uint64
 	closing    bool // pulls are held until released
@@ -208,7 +211,7 @@ func New(spec pipelines.RocketMQSource, opts connectors.Options, logger *slog.Lo
 		wake:       make(chan struct{}, 1),
 		lanes:      map[*primitive.MessageQueue]*lane{},
 		byName:     map[string]*lane{},
-		gone:       map[*primitive.MessageQueue]bool{},
+		gone:       map[*primitive.MessageQueue]time.Time{},
 		healthErr:  errors.New("rocketmq source not connected"),
 	}, nil
 }
@@ -489,6 +492,13 @@ func (s *Source) revokeDropped() {
 	owned := s.owned()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for mq, at := range s.gone {
+		// A dropped process queue's last pull ends within the client's
+		// 30 s pull timeout.
+		if time.Since(at) > goneTTL {
+			delete(s.gone, mq)
+		}
+	}
 	for _, l := range append([]*lane(nil), s.order...) {
 		if _, ok := owned[*l.mq]; ok || l.seq > seq {
 			continue
@@ -518,7 +528,7 @@ func (s *Source) onPulled(fc *hooks.FilterMessageContext) ([]*primitive.MessageE
 		<-s.clientDown
 		return msgs, nil
 	}
-	if s.gone[mq] {
+	if _, gone := s.gone[mq]; gone {
 		// A late pull of a dropped process queue; the client discards it.
 		s.mu.Unlock()
 		return msgs, nil
@@ -615,7 +625,7 @@ func (s *Source) releaseLocked(l *lane, reason error) {
 	if s.byName[l.name] == l {
 		delete(s.byName, l.name)
 	}
-	s.gone[l.mq] = true
+	s.gone[l.mq] = time.Now()
 	for i, o := range s.order {
 		if o == l {
 			s.order = append(s.order[:i], s.order[i+1:]...)

@@ -428,3 +428,38 @@ func TestConnectNameServerDown(t *testing.T) {
 		t.Errorf("Read after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestPullWindowBoundsHeldMessages: with nothing acknowledged, a queue's
+// pulls stop once its lane holds window messages (plus at most one pull
+// batch), although many more are waiting in the broker.
+func TestPullWindowBoundsHeldMessages(t *testing.T) {
+	const window = 4
+	f := newFixture(t, 1)
+	rocketmqtest.PublishEvents(t, f.ns, f.topic, 1, events(t, 100))
+	src := newTestSource(t, f.spec(), connectorsOptions(window))
+	connect(t, src)
+	var acks []connectors.AckFunc
+	for range window {
+		_, ack := readOne(t, src)
+		acks = append(acks, ack)
+	}
+	defer func() {
+		for _, ack := range acks {
+			_ = ack(context.Background(), nil)
+		}
+	}()
+	expectNothing(t, src, 2*time.Second) // time for further pulls, were they allowed
+	src.mu.Lock()
+	held := 0
+	for _, l := range src.order {
+		held = max(held, len(l.entries))
+	}
+	parked := src.parked
+	src.mu.Unlock()
+	if held < window || held >= 2*window {
+		t.Errorf("a lane holds %d messages, want between %d and %d (window plus less than one pull batch)", held, window, 2*window-1)
+	}
+	if parked > held {
+		t.Errorf("%d callbacks parked for %d held messages", parked, held)
+	}
+}
