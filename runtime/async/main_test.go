@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -68,6 +68,15 @@ spec:
   url: {{.URL}}
   delivery:
     retry: {attempts: 2, delay: 20ms, maxDelay: 50ms}
+  results:
+    onFailure: [{log: {}}]
+---
+apiVersion: sluice.dev/v1
+kind: Function
+metadata: {name: short, tenant: acme}
+spec:
+  url: {{.URL}}
+  delivery: {maxEventAge: 1s}
 ---
 apiVersion: sluice.dev/v1
 kind: Function
@@ -140,6 +149,7 @@ type env struct {
 	api   *httptest.Server
 	stop  context.CancelFunc
 	done  chan error
+	owned []func() // closes the queue and store the env opened
 }
 
 type envOpts struct {
@@ -150,6 +160,7 @@ type envOpts struct {
 	tweak      func(*Config)
 	store      tasks.Store // instead of a bbolt store in dir
 	queue      queue.Queue // instead of an embedded queue in dir
+	queueCfg   queue.Config
 }
 
 func loadConfig(t *testing.T, text string, data any) *pipelines.Config {
@@ -184,12 +195,12 @@ func startEnv(t *testing.T, fn *fnServer, o envOpts) *env {
 	e := &env{t: t, dir: o.dir, fn: fn}
 	ctx := context.Background()
 	if e.q = o.queue; e.q == nil {
-		q, err := queue.OpenEmbedded(ctx, queue.EmbeddedConfig{DataDir: filepath.Join(o.dir, "queue")}, nil)
+		q, err := queue.OpenEmbedded(ctx, queue.EmbeddedConfig{Config: o.queueCfg, DataDir: filepath.Join(o.dir, "queue")}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.q = q
-		t.Cleanup(func() { _ = q.Close(context.Background()) })
+		e.owned = append(e.owned, func() { _ = q.Close(context.Background()) })
 	}
 	if e.store = o.store; e.store == nil {
 		st, err := boltstore.Open(filepath.Join(o.dir, "tasks.db"), tasks.Options{})
@@ -197,11 +208,11 @@ func startEnv(t *testing.T, fn *fnServer, o envOpts) *env {
 			t.Fatal(err)
 		}
 		e.store = st
-		t.Cleanup(func() { _ = st.Close() })
+		e.owned = append(e.owned, func() { _ = st.Close() })
 	}
 	e.cfg = Config{
 		Tenants: docs.Tenants, Functions: docs.Functions, Store: e.store, Queue: e.q,
-		Instance: "test", StateDir: o.dir, Metrics: metrics.New("test"), DrainTimeout: 10 * time.Second,
+		Log: testLog(t), Instance: "test", StateDir: o.dir, Metrics: metrics.New("test"), DrainTimeout: 10 * time.Second, Stdout: io.Discard,
 		PausedRedelivery: 200 * time.Millisecond, PlacementInterval: time.Hour,
 		ReconcileInterval: time.Hour, StatesInterval: time.Hour,
 	}
@@ -210,6 +221,7 @@ func startEnv(t *testing.T, fn *fnServer, o envOpts) *env {
 	}
 	svc, err := New(e.cfg)
 	if err != nil {
+		e.closeOwned()
 		t.Fatal(err)
 	}
 	e.svc = svc
@@ -237,6 +249,14 @@ func (e *env) shutdown() {
 		e.t.Error("service did not stop")
 	}
 	e.stop = nil
+	e.closeOwned()
+}
+
+func (e *env) closeOwned() {
+	for _, c := range e.owned {
+		c()
+	}
+	e.owned = nil
 }
 
 // call sends one API request and decodes a JSON answer into out (if not nil).
@@ -342,4 +362,13 @@ func mustJSON(t *testing.T, v any) string {
 	return string(b)
 }
 
-var _ = fmt.Sprintf
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
