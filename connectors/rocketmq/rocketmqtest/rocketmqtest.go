@@ -148,7 +148,7 @@ func ReadMessages(t testing.TB, nameServers []string, topic string, n int) []*pr
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("rocketmqtest: read %d messages from %s, want %d", len(out), topic, n)
+			t.Fatalf("rocketmqtest: read %d messages from %s, want %d (next offsets per queue %v of %v)", len(out), topic, n, next, qs)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
