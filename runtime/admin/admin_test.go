@@ -24,7 +24,11 @@ import (
 	"github.com/sluicehq/sluice/runtime/metrics"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The RocketMQ client (linked in through DefaultComponents) starts a cache
+// janitor from a package variable at init; it lives as long as the process.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/patrickmn/go-cache.(*janitor).Run"))
+}
 
 // downSource connects at once but reports its broker unreachable until up
 // is set, as a source does while it retries a dead broker.

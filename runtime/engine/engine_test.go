@@ -23,7 +23,11 @@ import (
 	"github.com/sluicehq/sluice/sinks"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The RocketMQ client (linked in through DefaultComponents) starts a cache
+// janitor from a package variable at init; it lives as long as the process.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/patrickmn/go-cache.(*janitor).Run"))
+}
 
 // memSource is an in-memory source for engine unit tests: it yields its
 // messages once and records every ack.
