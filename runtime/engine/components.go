@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 
 	"github.com/sluicehq/sluice/connectors"
 	kafkasource "github.com/sluicehq/sluice/connectors/kafka"
@@ -38,6 +39,9 @@ type SinkFactory func(route pipelines.RouteSpec, env SinkEnv) (sinks.Sink, error
 type SinkEnv struct {
 	Log    *slog.Logger
 	Stdout io.Writer
+	// Tenant owns the pipeline (or bus target) the sink writes for: routes
+	// naming a tenant's own resources ({bus: {name}}) resolve in it.
+	Tenant string
 }
 
 // Components maps each source and sink kind, as written in YAML, to its
@@ -85,6 +89,25 @@ func DefaultComponents() Components {
 	}
 }
 
+// BusOpener returns a sink that puts events on the bus name of tenant
+// (sinks/bus implements it). Errors: the bus does not exist.
+type BusOpener func(tenant, name string) (sinks.Sink, error)
+
+// WithBuses returns a copy of c with the "bus" sink kind: a route
+// {bus: {name}} puts events on the bus of that name of the pipeline's
+// tenant, through open. Without it, bus routes fail to build.
+func (c Components) WithBuses(open BusOpener) Components {
+	out := maps.Clone(c.Sinks)
+	if out == nil {
+		out = map[string]SinkFactory{}
+	}
+	out["bus"] = func(r pipelines.RouteSpec, env SinkEnv) (sinks.Sink, error) {
+		return open(env.Tenant, r.Bus.Name)
+	}
+	c.Sinks = out
+	return c
+}
+
 // SourceKind names the one source set in spec.
 func SourceKind(spec pipelines.SourceSpec) (string, error) {
 	switch {
@@ -111,6 +134,8 @@ func RouteKind(r pipelines.RouteSpec) (string, error) {
 		return "rabbitmq", nil
 	case r.RocketMQ != nil:
 		return "rocketmq", nil
+	case r.Bus != nil:
+		return "bus", nil
 	}
 	return "", fmt.Errorf("no sink configured in route")
 }

@@ -183,7 +183,7 @@ func Build(spec *pipelines.Pipeline, deps Deps, comps Components) (p *Pipeline, 
 	if stdout == nil {
 		stdout = os.Stdout
 	}
-	env := SinkEnv{Log: log, Stdout: stdout}
+	env := SinkEnv{Log: log, Stdout: stdout, Tenant: spec.Metadata.Tenant}
 	if p.onSuccess, err = buildRoutes(spec.Spec.Results.OnSuccess, "onSuccess", comps, env); err != nil {
 		return nil, fmt.Errorf("pipeline %s: %w", id, err)
 	}
