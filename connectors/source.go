@@ -113,3 +113,12 @@ type Options struct {
 	// Name identifies the pipeline in logs and metrics.
 	Name string
 }
+
+// BrokerRetrier is implemented by sources configured to leave retries to
+// the broker (RocketMQ retry: broker). When BrokerRetries reports true, the
+// runtime does not retry or dead-letter a failed event itself: it acks it
+// with the failure (AckFunc(err)), and the broker's own redelivery policy
+// (delays, attempt count, dead-letter queue) takes over.
+type BrokerRetrier interface {
+	BrokerRetries() bool
+}

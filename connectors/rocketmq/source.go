@@ -81,7 +81,10 @@ const (
 	landWait = 2 * time.Second
 )
 
-var _ connectors.Source = (*Source)(nil)
+var (
+	_ connectors.Source        = (*Source)(nil)
+	_ connectors.BrokerRetrier = (*Source)(nil)
+)
 var _ connectors.Health = (*Source)(nil)
 
 // pushConsumer is the part of the client's push consumer the source uses.
@@ -886,6 +889,10 @@ func (s *Source) caughtUp() bool {
 	}
 	return true
 }
+
+// BrokerRetries reports retry: broker (connectors.BrokerRetrier): failed
+// events go back to the broker's %RETRY% topic instead of Sluice's retries.
+func (s *Source) BrokerRetries() bool { return s.broker }
 
 // Health returns nil while the topic's route and brokers answer the probe;
 // otherwise the last error.

@@ -160,6 +160,7 @@ type harness struct {
 	drain         time.Duration
 	batch         batchFn // when set, the function sees whole batches
 	hooks         Hooks
+	wrap          func(connectors.Source) connectors.Source // wraps the source, when set
 }
 
 func spec(mut func(*pipelines.Pipeline)) *pipelines.Pipeline {
@@ -207,6 +208,9 @@ func startWith(t *testing.T, s *pipelines.Pipeline, fn funcFn, setup func(*harne
 	counted := &countedFn{h: h, single: fn}
 	comps := Components{
 		Sources: map[string]SourceFactory{"kafka": func(pipelines.SourceSpec, connectors.Options, SourceEnv) (connectors.Source, error) {
+			if h.wrap != nil {
+				return h.wrap(h.src), nil
+			}
 			return h.src, nil
 		}},
 		Sinks: map[string]SinkFactory{
@@ -568,5 +572,24 @@ func TestDeadLetterRejectedEvenWithoutDataIsDiscardedNotStuck(t *testing.T) {
 	eventually(t, "ack", func() bool { return h.src.ackCount() == 1 })
 	if err, _ := h.src.ack("x"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// brokerSource is a memSource whose broker does the retrying.
+type brokerSource struct{ *memSource }
+
+func (brokerSource) BrokerRetries() bool { return true }
+
+func TestBrokerRetryHandsFailuresBack(t *testing.T) {
+	h := startWith(t, spec(nil), func(context.Context, cloudevents.Event) (invoke.Result, error) {
+		return invoke.Result{}, &invoke.Error{Status: 503}
+	}, func(h *harness) { h.wrap = func(s connectors.Source) connectors.Source { return brokerSource{h.src} } },
+		message("b", "t/0", "", 0))
+	eventually(t, "ack", func() bool { return h.src.ackCount() == 1 })
+	if err, _ := h.src.ack("b"); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("ack err = %v, want a nack carrying the failure", err)
+	}
+	if h.calls.Load() != 1 || len(h.dlq.all()) != 0 {
+		t.Fatalf("calls = %d, dead letters = %d: the broker, not Sluice, retries", h.calls.Load(), len(h.dlq.all()))
 	}
 }

@@ -82,6 +82,7 @@ type Pipeline struct {
 	maxEvents     int           // batch mode: events per invocation (1 otherwise)
 	linger        time.Duration // batch mode: how long a batch waits to fill
 	hooks         Hooks
+	brokerRetry   bool // the source's broker retries failures (connectors.BrokerRetrier)
 
 	stateMu sync.Mutex
 	state   string
@@ -179,6 +180,9 @@ func Build(spec *pipelines.Pipeline, deps Deps, comps Components) (p *Pipeline, 
 			_ = p.src.Close(context.Background())
 		}
 	}()
+	if br, ok := p.src.(connectors.BrokerRetrier); ok {
+		p.brokerRetry = br.BrokerRetries()
+	}
 	stdout := deps.Stdout
 	if stdout == nil {
 		stdout = os.Stdout
@@ -461,6 +465,15 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 			default:
 				p.giveUp(ctx, it)
 			}
+			return
+		}
+		if p.brokerRetry {
+			// The broker counts attempts, delays redelivery and dead-letters.
+			p.rec.Retry()
+			if err := it.ack(context.Background(), fmt.Errorf("function failed: %s", v.Reason)); err != nil {
+				p.log.Debug("nack not recorded", "id", msg.Event.ID(), "err", err)
+			}
+			p.rec.Finished(metrics.OutcomeBrokerRetry, time.Since(it.read).Seconds())
 			return
 		}
 		delay, again := p.policy.Next(attempt, v, it.read, time.Now())

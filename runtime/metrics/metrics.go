@@ -24,6 +24,7 @@ const (
 	OutcomeDiscarded    = "discarded"     // failed with no onFailure route: logged and dropped
 	OutcomeFiltered     = "filtered"      // did not match the pipeline filter
 	OutcomeSkipped      = "skipped"       // skipped by the embedding layer (a cancelled or paused task)
+	OutcomeBrokerRetry  = "broker_retry"  // failed and handed back to the broker's own retry path
 	OutcomeAbandoned    = "abandoned"     // not finished (shutdown or revoke): will be redelivered
 )
 
@@ -57,7 +58,7 @@ func New(version string) *Registry {
 		Name: "sluice_events_received_total", Help: "Events read from the pipeline's source.",
 	}, pl)
 	r.processed = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sluice_events_processed_total", Help: "Events finished, by outcome (succeeded, dead_lettered, discarded, filtered, skipped, abandoned).",
+		Name: "sluice_events_processed_total", Help: "Events finished, by outcome (succeeded, dead_lettered, discarded, filtered, skipped, broker_retry, abandoned).",
 	}, []string{"pipeline", "outcome"})
 	r.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_retries_total", Help: "Function invocations retried after a retriable failure.",
@@ -124,24 +125,25 @@ func (r *Registry) Gatherer() prometheus.Gatherer { return r.reg }
 // Pipeline returns the recorder for one pipeline. Safe to call repeatedly.
 func (r *Registry) Pipeline(name string) *Pipeline {
 	return &Pipeline{
-		reg:        r,
-		name:       name,
-		received:   r.received.WithLabelValues(name),
-		succeeded:  r.processed.WithLabelValues(name, OutcomeSucceeded),
-		deadLetter: r.processed.WithLabelValues(name, OutcomeDeadLettered),
-		discarded:  r.processed.WithLabelValues(name, OutcomeDiscarded),
-		filtered:   r.processed.WithLabelValues(name, OutcomeFiltered),
-		skipped:    r.processed.WithLabelValues(name, OutcomeSkipped),
-		abandoned:  r.processed.WithLabelValues(name, OutcomeAbandoned),
-		retries:    r.retries.WithLabelValues(name),
-		fn2xx:      r.fnDuration.WithLabelValues(name, "2xx"),
-		fn4xx:      r.fnDuration.WithLabelValues(name, "4xx"),
-		fn5xx:      r.fnDuration.WithLabelValues(name, "5xx"),
-		fnErr:      r.fnDuration.WithLabelValues(name, "error"),
-		e2e:        r.e2eDuration.WithLabelValues(name),
-		inFlight:   r.inFlight.WithLabelValues(name),
-		sourceUp:   r.sourceUp.WithLabelValues(name),
-		running:    r.pipelineState.WithLabelValues(name),
+		reg:         r,
+		name:        name,
+		received:    r.received.WithLabelValues(name),
+		succeeded:   r.processed.WithLabelValues(name, OutcomeSucceeded),
+		deadLetter:  r.processed.WithLabelValues(name, OutcomeDeadLettered),
+		discarded:   r.processed.WithLabelValues(name, OutcomeDiscarded),
+		filtered:    r.processed.WithLabelValues(name, OutcomeFiltered),
+		skipped:     r.processed.WithLabelValues(name, OutcomeSkipped),
+		brokerRetry: r.processed.WithLabelValues(name, OutcomeBrokerRetry),
+		abandoned:   r.processed.WithLabelValues(name, OutcomeAbandoned),
+		retries:     r.retries.WithLabelValues(name),
+		fn2xx:       r.fnDuration.WithLabelValues(name, "2xx"),
+		fn4xx:       r.fnDuration.WithLabelValues(name, "4xx"),
+		fn5xx:       r.fnDuration.WithLabelValues(name, "5xx"),
+		fnErr:       r.fnDuration.WithLabelValues(name, "error"),
+		e2e:         r.e2eDuration.WithLabelValues(name),
+		inFlight:    r.inFlight.WithLabelValues(name),
+		sourceUp:    r.sourceUp.WithLabelValues(name),
+		running:     r.pipelineState.WithLabelValues(name),
 	}
 }
 
@@ -150,9 +152,9 @@ type Pipeline struct {
 	reg  *Registry
 	name string
 
-	received, succeeded, deadLetter, discarded, filtered, skipped, abandoned, retries prometheus.Counter
-	fn2xx, fn4xx, fn5xx, fnErr, e2e                                                   prometheus.Observer
-	inFlight, sourceUp, running                                                       prometheus.Gauge
+	received, succeeded, deadLetter, discarded, filtered, skipped, brokerRetry, abandoned, retries prometheus.Counter
+	fn2xx, fn4xx, fn5xx, fnErr, e2e                                                                prometheus.Observer
+	inFlight, sourceUp, running                                                                    prometheus.Gauge
 }
 
 // Received counts an event read from the source.
@@ -173,6 +175,8 @@ func (p *Pipeline) Finished(outcome string, seconds float64) {
 		p.filtered.Inc()
 	case OutcomeSkipped:
 		p.skipped.Inc()
+	case OutcomeBrokerRetry:
+		p.brokerRetry.Inc()
 	default:
 		p.abandoned.Inc()
 		return
