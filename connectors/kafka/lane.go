@@ -9,6 +9,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/sluicehq/sluice/connectors"
+	"github.com/sluicehq/sluice/connectors/offsets"
 )
 
 type laneState uint8
@@ -39,7 +40,7 @@ type lane struct {
 	wake chan struct{}
 
 	mu         sync.Mutex
-	tracker    offsetTracker
+	tracker    offsets.Tracker
 	state      laneState
 	releaseErr error // what acks get once released: ErrRevoked or ErrClosed
 	marked     int64 // last position passed to MarkOffset; -1 none

@@ -42,6 +42,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 
 	"github.com/sluicehq/sluice/connectors"
+	"github.com/sluicehq/sluice/connectors/offsets"
 	"github.com/sluicehq/sluice/connectors/rocketmq/rmqlog"
 	"github.com/sluicehq/sluice/connectors/rocketmq/rmqwire"
 	"github.com/sluicehq/sluice/pipelines"
@@ -151,7 +152,7 @@ type lane struct {
 	revoked chan struct{} // closed on release; Message.Revoked
 	entries map[int64]*entry
 	queue   []*entry // pulled, not delivered yet, in queue order
-	tracker offsetTracker
+	tracker offsets.Tracker
 	landing int           // entries whose consume callback has not started yet
 	room    chan struct{} // one pending signal: an entry was collected
 	// released: revoked or closed; acks fail with reason, nothing more is

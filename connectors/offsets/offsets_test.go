@@ -1,4 +1,4 @@
-package kafka
+package offsets
 
 import (
 	"errors"
@@ -83,7 +83,7 @@ func TestOffsetTracker(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var tr offsetTracker
+			var tr Tracker
 			apply(t, &tr, tc.steps)
 			next, ok := tr.Committable()
 			if ok != tc.wantOK || (ok && next != tc.wantNext) {
@@ -99,7 +99,7 @@ func TestOffsetTracker(t *testing.T) {
 	}
 }
 
-func apply(t *testing.T, tr *offsetTracker, steps []step) {
+func apply(t *testing.T, tr *Tracker, steps []step) {
 	t.Helper()
 	for _, s := range steps {
 		var err error
@@ -126,19 +126,19 @@ func TestOffsetTrackerMisuse(t *testing.T) {
 		bad   step
 		want  error
 	}{
-		{"ack twice", []step{{"d", 0}, {"a", 0}}, step{"a", 0}, errUnknownOffset},
-		{"ack twice, not yet committed", []step{{"d", 0}, {"d", 1}, {"a", 1}}, step{"a", 1}, errAckedTwice},
-		{"nack then ack", []step{{"d", 0}, {"n", 0}}, step{"a", 0}, errAckedTwice},
-		{"never delivered", []step{{"d", 0}, {"d", 2}}, step{"a", 1}, errUnknownOffset},
-		{"beyond delivered", []step{{"d", 0}}, step{"a", 7}, errUnknownOffset},
-		{"deliver backwards", []step{{"d", 5}}, step{"d", 5}, errOutOfOrder},
-		{"deliver backwards after commit", []step{{"d", 5}, {"a", 5}}, step{"d", 3}, errOutOfOrder},
-		{"retract acked", []step{{"d", 0}, {"d", 1}, {"a", 1}}, step{"r", 1}, errUnknownOffset},
-		{"retract not last", []step{{"d", 0}, {"d", 1}}, step{"r", 0}, errUnknownOffset},
+		{"ack twice", []step{{"d", 0}, {"a", 0}}, step{"a", 0}, ErrUnknownOffset},
+		{"ack twice, not yet committed", []step{{"d", 0}, {"d", 1}, {"a", 1}}, step{"a", 1}, ErrAckedTwice},
+		{"nack then ack", []step{{"d", 0}, {"n", 0}}, step{"a", 0}, ErrAckedTwice},
+		{"never delivered", []step{{"d", 0}, {"d", 2}}, step{"a", 1}, ErrUnknownOffset},
+		{"beyond delivered", []step{{"d", 0}}, step{"a", 7}, ErrUnknownOffset},
+		{"deliver backwards", []step{{"d", 5}}, step{"d", 5}, ErrOutOfOrder},
+		{"deliver backwards after commit", []step{{"d", 5}, {"a", 5}}, step{"d", 3}, ErrOutOfOrder},
+		{"retract acked", []step{{"d", 0}, {"d", 1}, {"a", 1}}, step{"r", 1}, ErrUnknownOffset},
+		{"retract not last", []step{{"d", 0}, {"d", 1}}, step{"r", 0}, ErrUnknownOffset},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var tr offsetTracker
+			var tr Tracker
 			apply(t, &tr, tc.steps)
 			beforeNext, beforeOK := tr.Committable()
 			beforePending := tr.Pending()
@@ -166,7 +166,7 @@ func TestOffsetTrackerMisuse(t *testing.T) {
 func TestOffsetTrackerRandom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range 200 {
-		var tr offsetTracker
+		var tr Tracker
 		n := 1 + rng.IntN(300)
 		offsets := make([]int64, n)
 		off := int64(rng.IntN(1000))
@@ -202,5 +202,25 @@ func TestOffsetTrackerRandom(t *testing.T) {
 				t.Fatalf("round %d: Uncommitted() = %d, want %d", round, tr.Uncommitted(), n-prefix)
 			}
 		}
+	}
+}
+
+func TestOffsetTrackerCompacts(t *testing.T) {
+	var tr Tracker
+	for i := range int64(1000) {
+		if err := tr.Delivered(i); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			if err := tr.Resolve(i-1, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if tr.Uncommitted() != 1 || len(tr.queue) > 130 {
+		t.Errorf("uncommitted %d, queue length %d: want 1 and a compacted queue", tr.Uncommitted(), len(tr.queue))
+	}
+	if next, _ := tr.Committable(); next != 999 {
+		t.Errorf("Committable = %d, want 999", next)
 	}
 }

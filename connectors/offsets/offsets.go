@@ -1,4 +1,7 @@
-package kafka
+// Package offsets tracks which delivered offsets of one partition or queue
+// are acknowledged, and computes the contiguous committable position. The
+// Kafka and RocketMQ sources share it.
+package offsets
 
 import (
 	"errors"
@@ -6,13 +9,13 @@ import (
 	"sort"
 )
 
-// Errors returned by offsetTracker. They describe misuse by the caller (an
+// Errors returned by Tracker. They describe misuse by the caller (an
 // AckFunc called twice, an offset never delivered); the tracker state is left
 // unchanged when they are returned.
 var (
-	errUnknownOffset = errors.New("offset was not delivered or is already committed")
-	errAckedTwice    = errors.New("message acknowledged twice")
-	errOutOfOrder    = errors.New("offset delivered out of order")
+	ErrUnknownOffset = errors.New("offset was not delivered or is already committed")
+	ErrAckedTwice    = errors.New("message acknowledged twice")
+	ErrOutOfOrder    = errors.New("offset delivered out of order")
 )
 
 type entryState uint8
@@ -28,11 +31,12 @@ type trackedOffset struct {
 	state  entryState
 }
 
-// offsetTracker computes the committable position of one partition from
+// Tracker computes the committable position of one partition from
 // acknowledgements that arrive in any order.
 //
 // It only considers the offsets it was told were delivered, in delivery order:
-// Kafka offsets can have gaps (compaction, transaction markers), so the
+// offsets can have gaps (Kafka compaction and transaction markers, RocketMQ tag
+// and SQL filtering), so the
 // successor of offset n is the next delivered offset, not n+1.
 //
 // The committable position is 1 + the highest delivered offset such that it
@@ -41,7 +45,7 @@ type trackedOffset struct {
 // later session.
 //
 // Not safe for concurrent use; the lane serialises access.
-type offsetTracker struct {
+type Tracker struct {
 	// queue holds the delivered offsets from the first one that is not done
 	// onwards, ascending. Done offsets at the front are dropped as they
 	// complete, so len(queue)-head is what a crash would re-deliver.
@@ -58,9 +62,9 @@ type offsetTracker struct {
 
 // Delivered records that offset was handed to the runtime. Offsets must
 // increase.
-func (t *offsetTracker) Delivered(offset int64) error {
+func (t *Tracker) Delivered(offset int64) error {
 	if t.delivered && offset <= t.last {
-		return fmt.Errorf("deliver %d after %d: %w", offset, t.last, errOutOfOrder)
+		return fmt.Errorf("deliver %d after %d: %w", offset, t.last, ErrOutOfOrder)
 	}
 	t.queue = append(t.queue, trackedOffset{offset: offset})
 	t.last, t.delivered = offset, true
@@ -70,10 +74,10 @@ func (t *offsetTracker) Delivered(offset int64) error {
 
 // Retract undoes the Delivered call for offset, which must be the last one
 // delivered and still pending: the hand-over to the runtime did not happen.
-func (t *offsetTracker) Retract(offset int64) error {
+func (t *Tracker) Retract(offset int64) error {
 	n := len(t.queue)
 	if n == t.head || t.queue[n-1].offset != offset || t.queue[n-1].state != statePending {
-		return fmt.Errorf("retract %d: %w", offset, errUnknownOffset)
+		return fmt.Errorf("retract %d: %w", offset, ErrUnknownOffset)
 	}
 	t.queue = t.queue[:n-1]
 	t.pending--
@@ -88,15 +92,15 @@ func (t *offsetTracker) Retract(offset int64) error {
 }
 
 // Resolve records the acknowledgement of offset: done (ack) or not (nack).
-func (t *offsetTracker) Resolve(offset int64, done bool) error {
+func (t *Tracker) Resolve(offset int64, done bool) error {
 	live := t.queue[t.head:]
 	i := sort.Search(len(live), func(i int) bool { return live[i].offset >= offset })
 	if i == len(live) || live[i].offset != offset {
-		return fmt.Errorf("ack %d: %w", offset, errUnknownOffset)
+		return fmt.Errorf("ack %d: %w", offset, ErrUnknownOffset)
 	}
 	e := &live[i]
 	if e.state != statePending {
-		return fmt.Errorf("ack %d: %w", offset, errAckedTwice)
+		return fmt.Errorf("ack %d: %w", offset, ErrAckedTwice)
 	}
 	t.pending--
 	if !done {
@@ -114,7 +118,7 @@ func (t *offsetTracker) Resolve(offset int64, done bool) error {
 
 // compact reclaims the dropped front of the queue once it dominates, keeping
 // memory proportional to the uncommitted span.
-func (t *offsetTracker) compact() {
+func (t *Tracker) compact() {
 	if t.head == len(t.queue) {
 		t.queue, t.head = t.queue[:0], 0
 		return
@@ -127,11 +131,11 @@ func (t *offsetTracker) compact() {
 
 // Committable returns the position to commit (the offset of the next message
 // to consume), and false when no delivered offset is done yet.
-func (t *offsetTracker) Committable() (int64, bool) { return t.next, t.hasNext }
+func (t *Tracker) Committable() (int64, bool) { return t.next, t.hasNext }
 
 // Uncommitted is the number of delivered offsets at or after the committable
 // position: what a crash now would re-deliver.
-func (t *offsetTracker) Uncommitted() int { return len(t.queue) - t.head }
+func (t *Tracker) Uncommitted() int { return len(t.queue) - t.head }
 
 // Pending is the number of delivered offsets with no acknowledgement yet.
-func (t *offsetTracker) Pending() int { return t.pending }
+func (t *Tracker) Pending() int { return t.pending }
