@@ -82,7 +82,7 @@ apiVersion: sluice.dev/v1
 kind: Function
 metadata: {name: echo, tenant: beta}
 spec:
-  url: {{.URL}}
+  url: {{.URL}}/beta
 `
 
 // fnServer is a test function. Its behaviour is set per test through

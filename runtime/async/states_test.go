@@ -33,20 +33,33 @@ func failing(n, status int, retryAfter string) func(w http.ResponseWriter, r *ht
 	}
 }
 
-// blocking holds every call until the caller's request is cancelled or
-// release is closed, reporting each call on started and each cancelled
-// call on cancelled.
+// blocking holds every call until the caller's request is cancelled or a
+// release token arrives (closing release lets every call through),
+// reporting each call on started and each cancelled call on cancelled, and
+// keeping the highest number of calls held at once.
 type blocking struct {
 	started, cancelled chan string
 	release            chan struct{}
+
+	mu            sync.Mutex
+	inFlight, max int
 }
 
 func newBlocking() *blocking {
-	return &blocking{started: make(chan string, 100), cancelled: make(chan string, 100), release: make(chan struct{})}
+	return &blocking{started: make(chan string, 1000), cancelled: make(chan string, 1000), release: make(chan struct{}, 1000)}
 }
 
 func (b *blocking) handle(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get("ce-id")
+	b.mu.Lock()
+	b.inFlight++
+	b.max = max(b.max, b.inFlight)
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.inFlight--
+		b.mu.Unlock()
+	}()
 	b.started <- id
 	select {
 	case <-r.Context().Done():
@@ -54,6 +67,12 @@ func (b *blocking) handle(w http.ResponseWriter, r *http.Request) {
 	case <-b.release:
 		answer(w, r, nil)
 	}
+}
+
+func (b *blocking) maxInFlight() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.max
 }
 
 func receive(t *testing.T, c chan string, what string) string {
