@@ -165,12 +165,13 @@ func (s *Service) handleInvoke(w http.ResponseWriter, r *http.Request, tenant st
 		return
 	}
 	// Idempotency keys are scoped to the function: the same CloudEvent sent
-	// to two functions is two invocations.
+	// to two functions is two invocations. (The separator is the ASCII unit
+	// separator: PostgreSQL text cannot hold NUL.)
 	var ikey string
 	if k := r.Header.Get("Idempotency-Key"); k != "" {
-		ikey = name + "\x00key\x00" + k
+		ikey = name + "\x1fkey\x1f" + k
 	} else if pe.cloudEvent {
-		ikey = name + "\x00ce\x00" + pe.event.Source() + "\x00" + pe.event.ID()
+		ikey = name + "\x1fce\x1f" + pe.event.Source() + "\x1f" + pe.event.ID()
 	}
 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), apiTimeout)

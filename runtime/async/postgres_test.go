@@ -1,0 +1,136 @@
+package async
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sluicehq/sluice/internal/testenv"
+	"github.com/sluicehq/sluice/runtime/tasks"
+	"github.com/sluicehq/sluice/runtime/tasks/pgstore"
+)
+
+// pgStore opens a store in a fresh schema, dropped when the test ends.
+// (testenv.UniqueName can exceed PostgreSQL's 63-byte identifiers.)
+func pgStore(t *testing.T, url, schema string) tasks.Store {
+	t.Helper()
+	s, err := pgstore.Open(context.Background(), pgstore.Config{URL: url, Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func newSchema(t *testing.T, url string) string {
+	t.Helper()
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	schema := "sluice_async_" + hex.EncodeToString(b[:])
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Errorf("drop schema: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
+			t.Errorf("drop schema: %v", err)
+		}
+	})
+	return schema
+}
+
+// TestTwoInstancesSharePostgres: two services, each with its own embedded
+// queue, share one PostgreSQL task store: tasks accepted by either run
+// once and are visible, deduplicated and cancellable through both.
+func TestTwoInstancesSharePostgres(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	schema := newSchema(t, url)
+	fn := newFnServer(t)
+	b := newBlocking()
+	fn.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("ce-type") == "block" {
+			b.handle(w, r)
+			return
+		}
+		answer(w, r, nil)
+	})
+	instance := func(name string) func(*Config) { return func(c *Config) { c.Instance = name } }
+	a := startEnv(t, fn, envOpts{store: pgStore(t, url, schema), tweak: instance("a")})
+	bb := startEnv(t, fn, envOpts{store: pgStore(t, url, schema), tweak: instance("b")})
+
+	var ids []string
+	for i := range 40 {
+		e := a
+		if i%2 == 1 {
+			e = bb
+		}
+		ids = append(ids, e.accept(keyAcme, "echo", `{}`))
+	}
+	for i, id := range ids {
+		// Read through the instance that did not accept it.
+		other := bb
+		if i%2 == 1 {
+			other = a
+		}
+		v := other.waitState(keyAcme, id, tasks.Succeeded)
+		if v.Attempts != 1 || fn.callsOf(id) != 1 {
+			t.Fatalf("task %s: %+v, called %d times", id, v, fn.callsOf(id))
+		}
+	}
+	var page ListResponse
+	if a.call(http.MethodGet, "/v1/tasks?limit=1000&state=succeeded", keyAcme, nil, nil, &page); len(page.Tasks) != len(ids) {
+		t.Fatalf("%d succeeded tasks listed, want %d", len(page.Tasks), len(ids))
+	}
+
+	// An idempotency key held through one instance deduplicates on the other.
+	key := http.Header{"Idempotency-Key": {"shared-key"}}
+	code, first := a.submit(keyAcme, "echo", `{}`, key)
+	if code != 202 {
+		t.Fatalf("first submission with a key: %d", code)
+	}
+	if code, again := bb.submit(keyAcme, "echo", `{}`, key); code != 200 || again.TaskID != first.TaskID {
+		t.Fatalf("cross-instance duplicate: %d %+v, want %s", code, again, first.TaskID)
+	}
+
+	// Cancelling through b a task running on a: a's attempt ends (its
+	// result is dropped) and the task stays cancelled.
+	code, r := a.submit(keyAcme, "echo", `{}`, http.Header{"Ce-Specversion": {"1.0"}, "Ce-Id": {"blocked"}, "Ce-Source": {"/t"}, "Ce-Type": {"block"}})
+	if code != 202 {
+		t.Fatal(code)
+	}
+	receive(t, b.started, "the blocked call")
+	if code, v := bb.action(keyAcme, "/v1/tasks/"+r.TaskID+":cancel"); code != 200 || v.State != tasks.Cancelled {
+		t.Fatalf("cancel through b: %d %+v", code, v)
+	}
+	close(b.release)
+	eventually(t, "a's attempt to end", func() bool { return a.svc.gate.inFlight("acme") == 0 })
+	if _, v := a.task(keyAcme, r.TaskID); v.State != tasks.Cancelled {
+		t.Fatalf("after a's attempt ended: %+v", v)
+	}
+
+	// Each instance re-publishes only the lost tasks it queued itself: its
+	// queue is its own.
+	lost := a.storedTask("echo", "a")
+	ctx := context.Background()
+	if err := bb.svc.reconcile(ctx, time.Time{}, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, v := a.task(keyAcme, lost.ID); v.State != tasks.Queued {
+		t.Fatalf("b published a's task: %+v", v)
+	}
+	if err := a.svc.reconcile(ctx, time.Time{}, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	a.waitState(keyAcme, lost.ID, tasks.Succeeded)
+}
