@@ -7,8 +7,8 @@ import (
 	"strings"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
-	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/cloudevents/sdk-go/v2/types"
+
+	"github.com/sluicehq/sluice/connectors/cebinding"
 )
 
 // Header names of the CloudEvents NATS protocol binding (binary content
@@ -39,30 +39,16 @@ func EncodeEvent(ev cloudevents.Event) (data []byte, headers map[string]string, 
 	if err := ev.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("%w: %s", ErrInvalidCloudEvent, strings.TrimSpace(err.Error()))
 	}
-	exts := ev.Extensions()
-	h := make(map[string]string, 8+len(exts))
-	h[HeaderPrefix+"specversion"] = ev.SpecVersion()
-	h[HeaderPrefix+"id"] = ev.ID()
-	h[HeaderPrefix+"source"] = ev.Source()
-	h[HeaderPrefix+"type"] = ev.Type()
-	if v := ev.Subject(); v != "" {
-		h[HeaderPrefix+"subject"] = v
-	}
-	if t := ev.Time(); !t.IsZero() {
-		h[HeaderPrefix+"time"] = types.FormatTime(t)
-	}
-	if v := ev.DataSchema(); v != "" {
-		h[HeaderPrefix+"dataschema"] = v
-	}
-	if v := ev.DataContentType(); v != "" {
-		h[ContentTypeHeader] = v
-	}
-	for name, v := range exts {
-		s, err := types.Format(v)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: extension %s: %v", ErrInvalidCloudEvent, name, err)
+	h := make(map[string]string, 8+len(ev.Extensions()))
+	err = cebinding.Attributes(ev, func(name, v string) {
+		if name == "datacontenttype" {
+			h[ContentTypeHeader] = v
+		} else {
+			h[HeaderPrefix+name] = v
 		}
-		h[HeaderPrefix+name] = s
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
 	}
 	return ev.Data(), h, nil
 }
@@ -76,41 +62,20 @@ func decodeEvent(headers map[string]string, data []byte) (ev cloudevents.Event, 
 	if !has {
 		return cloudevents.Event{}, false, nil
 	}
-	if spec != event.CloudEventsVersionV1 && spec != event.CloudEventsVersionV03 {
-		return cloudevents.Event{}, true, fmt.Errorf("%w: unsupported specversion %q", ErrInvalidCloudEvent, spec)
+	ev, err = cebinding.NewEvent(spec)
+	if err != nil {
+		return cloudevents.Event{}, true, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
 	}
-	ev = cloudevents.NewEvent(spec)
+	ct, hasCT := headers[ContentTypeHeader]
 	for k, v := range headers {
 		if len(k) <= len(HeaderPrefix) || !strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix) {
 			continue
 		}
-		switch name := strings.ToLower(k[len(HeaderPrefix):]); name {
-		case "specversion":
-		case "id":
-			ev.SetID(v)
-		case "source":
-			ev.SetSource(v)
-		case "type":
-			ev.SetType(v)
-		case "subject":
-			ev.SetSubject(v)
-		case "dataschema", "schemaurl":
-			ev.SetDataSchema(v)
-		case "time":
-			t, err := types.ParseTime(v)
-			if err != nil {
-				return cloudevents.Event{}, true, fmt.Errorf("%w: time %q: %v", ErrInvalidCloudEvent, v, err)
-			}
-			ev.SetTime(t)
-		case "datacontenttype":
-			if _, hasCT := headers[ContentTypeHeader]; !hasCT {
-				ev.SetDataContentType(v)
-			}
-		default:
-			ev.SetExtension(name, v)
+		if err := cebinding.SetAttribute(&ev, strings.ToLower(k[len(HeaderPrefix):]), v, hasCT); err != nil {
+			return cloudevents.Event{}, true, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
 		}
 	}
-	if ct, has := headers[ContentTypeHeader]; has {
+	if hasCT {
 		ev.SetDataContentType(ct)
 	}
 	if len(data) > 0 {

@@ -7,16 +7,14 @@
 package kafkace
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/IBM/sarama"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
-	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/cloudevents/sdk-go/v2/types"
+
+	"github.com/sluicehq/sluice/connectors/cebinding"
 )
 
 // Header names and media types of the Kafka protocol binding.
@@ -27,7 +25,7 @@ const (
 	// structured event format.
 	ContentTypeHeader = "content-type"
 	// StructuredContentType marks a record whose value is a JSON CloudEvent.
-	StructuredContentType = "application/cloudevents+json"
+	StructuredContentType = cebinding.StructuredContentType
 	// PartitionKeyExtension is the extension the binding maps to the record key.
 	PartitionKeyExtension = "partitionkey"
 )
@@ -62,13 +60,13 @@ func Decode(headers []*sarama.RecordHeader, key, value []byte) (ev cloudevents.E
 	switch {
 	case hasSpec:
 		ev, err = decodeBinary(headers, contentType, hasCT, string(specVersion), value)
-	case hasCT && isStructured(contentType):
-		ev, err = decodeStructured(value)
+	case hasCT && cebinding.IsStructured(string(contentType)):
+		ev, err = cebinding.DecodeStructured(value)
 	default:
 		return cloudevents.Event{}, false, nil
 	}
 	if err != nil {
-		return cloudevents.Event{}, true, err
+		return cloudevents.Event{}, true, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
 	}
 	if len(key) > 0 {
 		if _, has := ev.Extensions()[PartitionKeyExtension]; !has {
@@ -81,42 +79,20 @@ func Decode(headers []*sarama.RecordHeader, key, value []byte) (ev cloudevents.E
 	return ev, true, nil
 }
 
+// decodeBinary reads binary mode. Its errors are cebinding's, unwrapped:
+// Decode wraps them with ErrInvalidCloudEvent.
 func decodeBinary(headers []*sarama.RecordHeader, contentType []byte, hasCT bool, specVersion string, value []byte) (cloudevents.Event, error) {
-	if specVersion != event.CloudEventsVersionV1 && specVersion != event.CloudEventsVersionV03 {
-		return cloudevents.Event{}, fmt.Errorf("%w: unsupported specversion %q", ErrInvalidCloudEvent, specVersion)
+	ev, err := cebinding.NewEvent(specVersion)
+	if err != nil {
+		return cloudevents.Event{}, err
 	}
-	ev := cloudevents.NewEvent(specVersion)
 	for _, h := range headers {
 		if h == nil || len(h.Key) <= len(HeaderPrefix) || !equalFold(h.Key[:len(HeaderPrefix)], HeaderPrefix) {
 			continue
 		}
 		name := strings.ToLower(string(h.Key[len(HeaderPrefix):]))
-		v := string(h.Value)
-		switch name {
-		case "specversion":
-		case "id":
-			ev.SetID(v)
-		case "source":
-			ev.SetSource(v)
-		case "type":
-			ev.SetType(v)
-		case "subject":
-			ev.SetSubject(v)
-		case "dataschema", "schemaurl":
-			ev.SetDataSchema(v)
-		case "datacontenttype":
-			// Not part of the binding (content-type is), but tolerated.
-			if !hasCT {
-				ev.SetDataContentType(v)
-			}
-		case "time":
-			t, err := types.ParseTime(v)
-			if err != nil {
-				return cloudevents.Event{}, fmt.Errorf("%w: time %q: %v", ErrInvalidCloudEvent, v, err)
-			}
-			ev.SetTime(t)
-		default:
-			ev.SetExtension(name, v)
+		if err := cebinding.SetAttribute(&ev, name, string(h.Value), hasCT); err != nil {
+			return cloudevents.Event{}, err
 		}
 	}
 	if hasCT {
@@ -126,22 +102,6 @@ func decodeBinary(headers []*sarama.RecordHeader, contentType []byte, hasCT bool
 		ev.DataEncoded = value
 	}
 	return ev, nil
-}
-
-func decodeStructured(value []byte) (cloudevents.Event, error) {
-	ev := cloudevents.NewEvent()
-	if err := ev.UnmarshalJSON(value); err != nil {
-		return cloudevents.Event{}, fmt.Errorf("%w: structured JSON: %v", ErrInvalidCloudEvent, err)
-	}
-	return ev, nil
-}
-
-func isStructured(contentType []byte) bool {
-	ct := contentType
-	if i := bytes.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	return equalFold(bytes.TrimSpace(ct), StructuredContentType)
 }
 
 // equalFold compares an ASCII header name without allocating.
@@ -178,38 +138,17 @@ func Encode(ev cloudevents.Event, keyAttr string) (Record, error) {
 	if err := ev.Validate(); err != nil {
 		return Record{}, fmt.Errorf("%w: %s", ErrInvalidCloudEvent, strings.TrimSpace(err.Error()))
 	}
-	exts := ev.Extensions()
-	hs := make([]sarama.RecordHeader, 0, 8+len(exts))
-	add := func(name, v string) {
-		hs = append(hs, sarama.RecordHeader{Key: []byte(name), Value: []byte(v)})
-	}
-	add(HeaderPrefix+"specversion", ev.SpecVersion())
-	add(HeaderPrefix+"id", ev.ID())
-	add(HeaderPrefix+"source", ev.Source())
-	add(HeaderPrefix+"type", ev.Type())
-	if v := ev.Subject(); v != "" {
-		add(HeaderPrefix+"subject", v)
-	}
-	if t := ev.Time(); !t.IsZero() {
-		add(HeaderPrefix+"time", types.FormatTime(t))
-	}
-	if v := ev.DataSchema(); v != "" {
-		add(HeaderPrefix+"dataschema", v)
-	}
-	if v := ev.DataContentType(); v != "" {
-		add(ContentTypeHeader, v)
-	}
-	names := make([]string, 0, len(exts))
-	for name := range exts {
-		names = append(names, name)
-	}
-	sort.Strings(names) // stable header order, for reproducible records
-	for _, name := range names {
-		v, err := types.Format(exts[name])
-		if err != nil {
-			return Record{}, fmt.Errorf("%w: extension %s: %v", ErrInvalidCloudEvent, name, err)
+	hs := make([]sarama.RecordHeader, 0, 8+len(ev.Extensions()))
+	err := cebinding.Attributes(ev, func(name, v string) {
+		if name == "datacontenttype" {
+			name = ContentTypeHeader
+		} else {
+			name = HeaderPrefix + name
 		}
-		add(HeaderPrefix+name, v)
+		hs = append(hs, sarama.RecordHeader{Key: []byte(name), Value: []byte(v)})
+	})
+	if err != nil {
+		return Record{}, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
 	}
 	key, err := keyOf(ev, keyAttr)
 	if err != nil {
@@ -223,38 +162,11 @@ func keyOf(ev cloudevents.Event, attr string) ([]byte, error) {
 	if attr == "" {
 		attr = PartitionKeyExtension
 	}
-	var v string
-	switch strings.ToLower(attr) {
-	case "id":
-		v = ev.ID()
-	case "source":
-		v = ev.Source()
-	case "type":
-		v = ev.Type()
-	case "subject":
-		v = ev.Subject()
-	case "dataschema":
-		v = ev.DataSchema()
-	case "datacontenttype":
-		v = ev.DataContentType()
-	case "specversion":
-		v = ev.SpecVersion()
-	case "time":
-		if t := ev.Time(); !t.IsZero() {
-			v = types.FormatTime(t)
-		}
-	default:
-		ext, ok := ev.Extensions()[strings.ToLower(attr)]
-		if !ok {
-			return nil, nil
-		}
-		s, err := types.Format(ext)
-		if err != nil {
-			return nil, fmt.Errorf("%w: key extension %s: %v", ErrInvalidCloudEvent, attr, err)
-		}
-		v = s
+	v, ok, err := cebinding.Attribute(ev, attr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: key %v", ErrInvalidCloudEvent, err)
 	}
-	if v == "" {
+	if !ok {
 		return nil, nil
 	}
 	return []byte(v), nil

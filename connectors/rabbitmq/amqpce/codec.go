@@ -22,9 +22,10 @@ import (
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
-	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/sluicehq/sluice/connectors/cebinding"
 )
 
 // Header prefixes and media types of the AMQP protocol binding.
@@ -34,7 +35,7 @@ const (
 	// LegacyPrefix is the prefix of binding revisions before 2023.
 	LegacyPrefix = "cloudEvents:"
 	// StructuredContentType marks a message whose body is a JSON CloudEvent.
-	StructuredContentType = "application/cloudevents+json"
+	StructuredContentType = cebinding.StructuredContentType
 )
 
 // ErrInvalidCloudEvent is wrapped by Decode when a message claims to be a
@@ -56,8 +57,11 @@ func Decode(headers amqp.Table, contentType string, body []byte) (ev cloudevents
 	switch {
 	case binary:
 		ev, err = decodeBinary(attrs, spec, contentType, body)
-	case isStructured(contentType):
-		ev, err = decodeStructured(body)
+	case cebinding.IsStructured(contentType):
+		ev, err = cebinding.DecodeStructured(body)
+		if err != nil {
+			err = fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
+		}
 	default:
 		return cloudevents.Event{}, false, nil
 	}
@@ -108,14 +112,14 @@ func cutPrefix(k string) (name string, legacy, ok bool) {
 }
 
 func decodeBinary(attrs map[string]any, spec any, contentType string, body []byte) (cloudevents.Event, error) {
-	sv, err := stringValue("specversion", spec)
+	sv, ok := asString(spec)
+	if !ok {
+		return cloudevents.Event{}, fmt.Errorf("%w: attribute \"specversion\": want a string, got %T", ErrInvalidCloudEvent, spec)
+	}
+	ev, err := cebinding.NewEvent(sv)
 	if err != nil {
-		return cloudevents.Event{}, err
+		return cloudevents.Event{}, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
 	}
-	if sv != event.CloudEventsVersionV1 && sv != event.CloudEventsVersionV03 {
-		return cloudevents.Event{}, fmt.Errorf("%w: unsupported specversion %q", ErrInvalidCloudEvent, sv)
-	}
-	ev := cloudevents.NewEvent(sv)
 	// Sorted, so that the first error reported does not depend on map order.
 	names := make([]string, 0, len(attrs))
 	for name := range attrs {
@@ -127,28 +131,31 @@ func decodeBinary(attrs map[string]any, spec any, contentType string, body []byt
 		if name == "specversion" {
 			continue
 		}
-		if name == "time" {
-			t, err := timeValue(v)
+		// Strings, the binding's usual form, are read as every binding
+		// reads them; typed AMQP values are this binding's own.
+		if s, ok := asString(v); ok {
+			if err := cebinding.SetAttribute(&ev, name, s, contentType != ""); err != nil {
+				return cloudevents.Event{}, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
+			}
+			continue
+		}
+		switch {
+		case name == "time":
+			t, ok := v.(time.Time) // an AMQP timestamp: whole seconds
+			if !ok {
+				return cloudevents.Event{}, fmt.Errorf("%w: attribute \"time\": want a string or timestamp, got %T", ErrInvalidCloudEvent, v)
+			}
+			ev.SetTime(t.UTC())
+		case isContextAttribute(name):
+			return cloudevents.Event{}, fmt.Errorf("%w: attribute %q: want a string, got %T", ErrInvalidCloudEvent, name, v)
+		default:
+			x, err := extensionValue(name, v)
 			if err != nil {
 				return cloudevents.Event{}, err
 			}
-			ev.SetTime(t)
-			continue
-		}
-		if isContextAttribute(name) {
-			s, err := stringValue(name, v)
-			if err != nil {
-				return cloudevents.Event{}, err
+			if err := ev.Context.SetExtension(name, x); err != nil {
+				return cloudevents.Event{}, fmt.Errorf("%w: extension %q: %v", ErrInvalidCloudEvent, name, err)
 			}
-			setContextAttribute(&ev, name, s, contentType != "")
-			continue
-		}
-		x, err := extensionValue(name, v)
-		if err != nil {
-			return cloudevents.Event{}, err
-		}
-		if err := ev.Context.SetExtension(name, x); err != nil {
-			return cloudevents.Event{}, fmt.Errorf("%w: extension %q: %v", ErrInvalidCloudEvent, name, err)
 		}
 	}
 	if contentType != "" {
@@ -168,66 +175,25 @@ func isContextAttribute(name string) bool {
 	return false
 }
 
-func setContextAttribute(ev *cloudevents.Event, name, v string, hasContentType bool) {
-	switch name {
-	case "id":
-		ev.SetID(v)
-	case "source":
-		ev.SetSource(v)
-	case "type":
-		ev.SetType(v)
-	case "subject":
-		ev.SetSubject(v)
-	case "dataschema", "schemaurl":
-		ev.SetDataSchema(v)
-	case "datacontenttype":
-		// The binding carries it in the content-type property; a header
-		// is tolerated when that property is missing.
-		if !hasContentType {
-			ev.SetDataContentType(v)
-		}
-	}
-}
-
-// stringValue converts a header value of a String or URI attribute.
-func stringValue(name string, v any) (string, error) {
+// asString returns a header value of a String or URI attribute: AMQP
+// carries strings as long strings or byte arrays.
+func asString(v any) (string, bool) {
 	switch x := v.(type) {
 	case string:
-		return x, nil
+		return x, true
 	case []byte:
-		return string(x), nil
+		return string(x), true
 	}
-	return "", fmt.Errorf("%w: attribute %q: want a string, got %T", ErrInvalidCloudEvent, name, v)
+	return "", false
 }
 
-// timeValue converts the time attribute: an RFC 3339 string, or an AMQP
-// timestamp (whole seconds).
-func timeValue(v any) (time.Time, error) {
-	switch x := v.(type) {
-	case time.Time:
-		return x.UTC(), nil
-	case string, []byte:
-		s, _ := stringValue("time", x)
-		t, err := types.ParseTime(s)
-		if err != nil {
-			return time.Time{}, fmt.Errorf("%w: time %q: %v", ErrInvalidCloudEvent, s, err)
-		}
-		return t, nil
-	}
-	return time.Time{}, fmt.Errorf("%w: attribute \"time\": want a string or timestamp, got %T", ErrInvalidCloudEvent, v)
-}
-
-// extensionValue converts a header value to a CloudEvents extension value:
-// strings stay strings (as in the other bindings, the receiver does not
-// guess types), AMQP integers within 32 bits become Integer, booleans
-// Boolean, timestamps Timestamp; other numbers are kept in their decimal
-// string form.
+// extensionValue converts a typed (not string) header value to a
+// CloudEvents extension value: AMQP integers within 32 bits become Integer,
+// booleans Boolean, timestamps Timestamp; other numbers are kept in their
+// decimal string form. (Strings stay strings, as in the other bindings: the
+// receiver does not guess types.)
 func extensionValue(name string, v any) (any, error) {
 	switch x := v.(type) {
-	case string:
-		return x, nil
-	case []byte:
-		return string(x), nil
 	case bool:
 		return x, nil
 	case time.Time:
@@ -275,19 +241,6 @@ func asInt64(v any) (int64, bool) {
 	return 0, false
 }
 
-func decodeStructured(body []byte) (cloudevents.Event, error) {
-	ev := cloudevents.NewEvent()
-	if err := ev.UnmarshalJSON(body); err != nil {
-		return cloudevents.Event{}, fmt.Errorf("%w: structured JSON: %v", ErrInvalidCloudEvent, err)
-	}
-	return ev, nil
-}
-
-func isStructured(contentType string) bool {
-	ct, _, _ := strings.Cut(contentType, ";")
-	return strings.EqualFold(strings.TrimSpace(ct), StructuredContentType)
-}
-
 // Encode renders ev in binary content mode as a persistent publishing:
 // every context attribute and extension as a "cloudEvents_" header whose
 // value is the attribute's canonical string (time in RFC 3339 with
@@ -299,35 +252,21 @@ func Encode(ev cloudevents.Event) (amqp.Publishing, error) {
 	if err := ev.Validate(); err != nil {
 		return amqp.Publishing{}, fmt.Errorf("%w: %s", ErrInvalidCloudEvent, strings.TrimSpace(err.Error()))
 	}
-	exts := ev.Extensions()
-	h := make(amqp.Table, 8+len(exts))
-	h[Prefix+"specversion"] = ev.SpecVersion()
-	h[Prefix+"id"] = ev.ID()
-	h[Prefix+"source"] = ev.Source()
-	h[Prefix+"type"] = ev.Type()
-	if v := ev.Subject(); v != "" {
-		h[Prefix+"subject"] = v
-	}
-	t := ev.Time()
-	if !t.IsZero() {
-		h[Prefix+"time"] = types.FormatTime(t)
-	}
-	if v := ev.DataSchema(); v != "" {
-		h[Prefix+"dataschema"] = v
-	}
-	for name, v := range exts {
-		s, err := types.Format(v)
-		if err != nil {
-			return amqp.Publishing{}, fmt.Errorf("%w: extension %s: %v", ErrInvalidCloudEvent, name, err)
+	h := make(amqp.Table, 8+len(ev.Extensions()))
+	err := cebinding.Attributes(ev, func(name, v string) {
+		if name != "datacontenttype" { // the content-type property carries it
+			h[Prefix+name] = v
 		}
-		h[Prefix+name] = s
+	})
+	if err != nil {
+		return amqp.Publishing{}, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
 	}
 	return amqp.Publishing{
 		Headers:      h,
 		ContentType:  ev.DataContentType(),
 		DeliveryMode: amqp.Persistent,
 		MessageId:    ev.ID(),
-		Timestamp:    t,
+		Timestamp:    ev.Time(),
 		Type:         ev.Type(),
 		Body:         ev.Data(),
 	}, nil

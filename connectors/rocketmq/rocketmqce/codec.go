@@ -27,8 +27,8 @@ import (
 	"strings"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
-	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/cloudevents/sdk-go/v2/types"
+
+	"github.com/sluicehq/sluice/connectors/cebinding"
 )
 
 // Property names and media types of the binding.
@@ -39,7 +39,7 @@ const (
 	// structured event format.
 	ContentTypeProperty = "content-type"
 	// StructuredContentType marks a message whose body is a JSON CloudEvent.
-	StructuredContentType = "application/cloudevents+json"
+	StructuredContentType = cebinding.StructuredContentType
 	// PartitionKeyExtension is the extension the binding maps to the
 	// message key (KEYS), like the Kafka binding's record key.
 	PartitionKeyExtension = "partitionkey"
@@ -68,13 +68,13 @@ func Decode(props map[string]string, firstKey string, body []byte) (ev cloudeven
 	switch {
 	case hasSpec:
 		ev, err = decodeBinary(props, contentType, hasCT, specVersion, body)
-	case hasCT && isStructured(contentType):
-		ev, err = decodeStructured(body)
+	case hasCT && cebinding.IsStructured(contentType):
+		ev, err = cebinding.DecodeStructured(body)
 	default:
 		return cloudevents.Event{}, false, nil
 	}
 	if err != nil {
-		return cloudevents.Event{}, true, err
+		return cloudevents.Event{}, true, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
 	}
 	if firstKey != "" {
 		if _, has := ev.Extensions()[PartitionKeyExtension]; !has {
@@ -102,11 +102,13 @@ func lookupFold(props map[string]string, name string) (string, bool) {
 	return "", false
 }
 
+// decodeBinary reads binary mode. Its errors are cebinding's, unwrapped:
+// Decode wraps them with ErrInvalidCloudEvent.
 func decodeBinary(props map[string]string, contentType string, hasCT bool, specVersion string, body []byte) (cloudevents.Event, error) {
-	if specVersion != event.CloudEventsVersionV1 && specVersion != event.CloudEventsVersionV03 {
-		return cloudevents.Event{}, fmt.Errorf("%w: unsupported specversion %q", ErrInvalidCloudEvent, specVersion)
+	ev, err := cebinding.NewEvent(specVersion)
+	if err != nil {
+		return cloudevents.Event{}, err
 	}
-	ev := cloudevents.NewEvent(specVersion)
 	// Sorted, so that when a name appears in two spellings the result does
 	// not depend on map order.
 	names := make([]string, 0, len(props))
@@ -117,34 +119,9 @@ func decodeBinary(props map[string]string, contentType string, hasCT bool, specV
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		name, v := strings.ToLower(k[len(PropertyPrefix):]), props[k]
-		switch name {
-		case "specversion":
-		case "id":
-			ev.SetID(v)
-		case "source":
-			ev.SetSource(v)
-		case "type":
-			ev.SetType(v)
-		case "subject":
-			ev.SetSubject(v)
-		case "dataschema", "schemaurl":
-			ev.SetDataSchema(v)
-		case "datacontenttype":
-			// Not part of the binding (content-type is), but tolerated.
-			if !hasCT {
-				ev.SetDataContentType(v)
-			}
-		case "time":
-			t, err := types.ParseTime(v)
-			if err != nil {
-				return cloudevents.Event{}, fmt.Errorf("%w: time %q: %v", ErrInvalidCloudEvent, v, err)
-			}
-			ev.SetTime(t)
-		default:
-			if err := ev.Context.SetExtension(name, v); err != nil {
-				return cloudevents.Event{}, fmt.Errorf("%w: extension %q: %v", ErrInvalidCloudEvent, name, err)
-			}
+		name := strings.ToLower(k[len(PropertyPrefix):])
+		if err := cebinding.SetAttribute(&ev, name, props[k], hasCT); err != nil {
+			return cloudevents.Event{}, err
 		}
 	}
 	if hasCT {
@@ -154,19 +131,6 @@ func decodeBinary(props map[string]string, contentType string, hasCT bool, specV
 		ev.DataEncoded = body
 	}
 	return ev, nil
-}
-
-func decodeStructured(body []byte) (cloudevents.Event, error) {
-	ev := cloudevents.NewEvent()
-	if err := ev.UnmarshalJSON(body); err != nil {
-		return cloudevents.Event{}, fmt.Errorf("%w: structured JSON: %v", ErrInvalidCloudEvent, err)
-	}
-	return ev, nil
-}
-
-func isStructured(contentType string) bool {
-	ct, _, _ := strings.Cut(contentType, ";")
-	return strings.EqualFold(strings.TrimSpace(ct), StructuredContentType)
 }
 
 // Message is an event in binary content mode, ready for a producer.
@@ -202,30 +166,16 @@ func Encode(ev cloudevents.Event, keyAttr string) (Message, error) {
 		}
 		return Message{Properties: map[string]string{ContentTypeProperty: StructuredContentType}, Key: key, Body: body}, nil
 	}
-	exts := ev.Extensions()
-	props := make(map[string]string, 8+len(exts))
-	props[PropertyPrefix+"specversion"] = ev.SpecVersion()
-	props[PropertyPrefix+"id"] = ev.ID()
-	props[PropertyPrefix+"source"] = ev.Source()
-	props[PropertyPrefix+"type"] = ev.Type()
-	if v := ev.Subject(); v != "" {
-		props[PropertyPrefix+"subject"] = v
-	}
-	if t := ev.Time(); !t.IsZero() {
-		props[PropertyPrefix+"time"] = types.FormatTime(t)
-	}
-	if v := ev.DataSchema(); v != "" {
-		props[PropertyPrefix+"dataschema"] = v
-	}
-	if v := ev.DataContentType(); v != "" {
-		props[ContentTypeProperty] = v
-	}
-	for name, val := range exts {
-		v, err := types.Format(val)
-		if err != nil {
-			return Message{}, fmt.Errorf("%w: extension %s: %v", ErrInvalidCloudEvent, name, err)
+	props := make(map[string]string, 8+len(ev.Extensions()))
+	err = cebinding.Attributes(ev, func(name, v string) {
+		if name == "datacontenttype" {
+			props[ContentTypeProperty] = v
+		} else {
+			props[PropertyPrefix+name] = v
 		}
-		props[PropertyPrefix+name] = v
+	})
+	if err != nil {
+		return Message{}, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
 	}
 	size := 0
 	for k, v := range props {
@@ -244,36 +194,9 @@ func Encode(ev cloudevents.Event, keyAttr string) (Message, error) {
 // name (case-insensitive) in its canonical string form, and whether the
 // event has it. Errors wrap ErrInvalidCloudEvent.
 func Attribute(ev cloudevents.Event, name string) (string, bool, error) {
-	var v string
-	switch strings.ToLower(name) {
-	case "id":
-		v = ev.ID()
-	case "source":
-		v = ev.Source()
-	case "type":
-		v = ev.Type()
-	case "subject":
-		v = ev.Subject()
-	case "dataschema":
-		v = ev.DataSchema()
-	case "datacontenttype":
-		v = ev.DataContentType()
-	case "specversion":
-		v = ev.SpecVersion()
-	case "time":
-		if t := ev.Time(); !t.IsZero() {
-			v = types.FormatTime(t)
-		}
-	default:
-		ext, ok := ev.Extensions()[strings.ToLower(name)]
-		if !ok {
-			return "", false, nil
-		}
-		s, err := types.Format(ext)
-		if err != nil {
-			return "", false, fmt.Errorf("%w: extension %s: %v", ErrInvalidCloudEvent, name, err)
-		}
-		v = s
+	v, ok, err := cebinding.Attribute(ev, name)
+	if err != nil {
+		return "", false, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
 	}
-	return v, v != "", nil
+	return v, ok, nil
 }
