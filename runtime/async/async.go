@@ -85,7 +85,7 @@ type Config struct {
 	// again, in case a crash lost their publish (defaults 30s and 10s; the
 	// queue's duplicate window must exceed their sum).
 	ReconcileInterval, ReconcileGrace time.Duration
-	// StatesInterval is how often the task-state gauge is sampled (default 10s).
+	// StatesInterval is how often the task-state gauge is sampled (default 5s).
 	StatesInterval time.Duration
 	// DepthCacheTTL is how long a tenant's backlog count, read from the store
 	// for the maxQueueDepth quota, is reused (default 1s).
@@ -105,7 +105,7 @@ func (c Config) withDefaults() Config {
 	def(&c.PausedRedelivery, 5*time.Second)
 	def(&c.ReconcileInterval, 30*time.Second)
 	def(&c.ReconcileGrace, 10*time.Second)
-	def(&c.StatesInterval, 10*time.Second)
+	def(&c.StatesInterval, 5*time.Second)
 	def(&c.DepthCacheTTL, time.Second)
 	if c.Workers <= 0 {
 		c.Workers = 256
