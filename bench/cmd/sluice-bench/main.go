@@ -91,6 +91,8 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) 
 	if err != nil {
 		return err
 	}
+	// What was measured is what was built, even if the tree moves on.
+	commit := harness.DescribeMachine(root).Commit
 	brokers := strings.Split(envOr("SLUICE_KAFKA_BROKERS", "127.0.0.1:9092"), ",")
 
 	var failed []string
@@ -106,6 +108,7 @@ func run(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) 
 			return err
 		}
 		machine := harness.DescribeMachine(root)
+		machine.Commit = commit
 		progress.Printf("\n### %s: %s\n    %s\n    logs: %s", strings.ToUpper(s.Name), s.Title, machine, env.WorkDir)
 		rep, runErr := bound[s.Name](ctx, env)
 		res := harness.Result{Scenario: s.Name, Started: started, Finished: time.Now(), Machine: machine, Args: args, Report: rep}

@@ -19,7 +19,8 @@ type Machine struct {
 	// LoadAvg is /proc/loadavg when the scenario started: the machine is
 	// shared, so it says how noisy the run was.
 	LoadAvg string `json:"loadAvg"`
-	// Commit is the git commit measured, with "-dirty" for local changes.
+	// Commit is the git commit the binaries were built from, with "-dirty"
+	// for uncommitted changes in the tree.
 	Commit string `json:"commit"`
 }
 
