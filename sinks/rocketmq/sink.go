@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/apache/rocketmq-client-go/v2/producer"
@@ -142,7 +143,7 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 		return err
 	}
 	for i, m := range msgs {
-		res, err := p.SendSync(ctx, m)
+		res, err := sendSync(ctx, p, m)
 		if err == nil && res.Status != primitive.SendOK {
 			err = fmt.Errorf("%w: status %s", ErrNotStored, statusName(res.Status))
 		}
@@ -160,6 +161,28 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 	}
 	s.sendErr.Store(nil)
 	return nil
+}
+
+// routeRetries bounds the retries of "route info not found": the client
+// looks a topic's route up on its first send, and a topic created moments
+// ago may not have reached the name server's answer yet (BROKERS.md).
+const routeRetries = 5
+
+// sendSync is SendSync, retried briefly while the topic's route is unknown.
+func sendSync(ctx context.Context, p syncProducer, m *primitive.Message) (*primitive.SendResult, error) {
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		res, err := p.SendSync(ctx, m)
+		if err == nil || attempt == routeRetries || !strings.Contains(err.Error(), "route info not found") {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return res, err
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
 }
 
 // message encodes ev with its key, sharding key and tag.
