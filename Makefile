@@ -16,7 +16,7 @@ TEST_FLAGS ?= -count=1 -timeout 30m -p 2
 NORACE_PKGS := ./connectors/rocketmq/...
 RACE_PKGS = $(shell $(GO) list ./... | grep -v '/connectors/rocketmq')
 
-.PHONY: all build test test-unit lint brokers brokers-down quickstart bench generate clean
+.PHONY: all build test lint brokers brokers-down quickstart quickstart-async bench generate clean
 
 all: build
 
@@ -44,6 +44,10 @@ test: brokers lint
 ## quickstart: local Kafka + example function + Sluice + sample events
 quickstart:
 	scripts/quickstart.sh
+
+## quickstart-async: the async invocation API on the embedded queue (no broker needed)
+quickstart-async:
+	scripts/quickstart-async.sh
 
 ## bench: benchmark programs (BENCHMARKS.md, docs/benchmarks.md); B=b1 runs one
 ## scenario (comma-separate several), BENCH_FLAGS adds flags (-runs 5, -events N, -b2.phase 10s)
