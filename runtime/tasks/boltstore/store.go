@@ -37,6 +37,10 @@ import (
 // same data directory fails fast instead of hanging.
 const lockTimeout = 2 * time.Second
 
+// batchDelay is how long a write waits for others to share its
+// transaction (and its fsync): writes are group-committed with db.Batch.
+const batchDelay = time.Millisecond
+
 // sweepBatch bounds the keys one sweep transaction purges, so the sweep
 // never holds the writer lock for long.
 const sweepBatch = 10000
@@ -83,6 +87,7 @@ func Open(path string, o tasks.Options) (*Store, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("boltstore: init %s: %w", path, err), db.Close())
 	}
+	db.MaxBatchDelay = batchDelay
 	s := &Store{db: db, opts: o.WithDefaults()}
 	s.sweep = tasks.StartSweeper(s.opts.SweepInterval, func(ctx context.Context) {
 		if _, err := s.PurgeExpiredKeys(ctx); err != nil && !errors.Is(err, tasks.ErrClosed) && ctx.Err() == nil {
@@ -120,7 +125,7 @@ func (s *Store) do(ctx context.Context, write bool, fn func(tx *bolt.Tx) error) 
 		return tasks.ErrClosed
 	}
 	if write {
-		return s.db.Update(fn)
+		return s.db.Batch(fn)
 	}
 	return s.db.View(fn)
 }
@@ -134,7 +139,10 @@ func (s *Store) Create(ctx context.Context, t *tasks.Task) error {
 		return err
 	}
 	var dup *tasks.DuplicateError
+	prepared := t.Clone()
 	err := s.do(ctx, true, func(tx *bolt.Tx) error {
+		// Batched writes may run this more than once: start afresh.
+		*t, dup = *prepared.Clone(), nil
 		tb, err := tenantBucket(tx, t.Tenant, true)
 		if err != nil {
 			return err
