@@ -5,6 +5,7 @@ import (
 	"github.com/sluicehq/sluice/bench/b2"
 	"github.com/sluicehq/sluice/bench/b3"
 	"github.com/sluicehq/sluice/bench/b5"
+	"github.com/sluicehq/sluice/bench/b6"
 	"github.com/sluicehq/sluice/bench/internal/harness"
 )
 
@@ -18,5 +19,6 @@ func scenarios() []harness.Scenario {
 		b2.Scenario(),
 		b3.Scenario(),
 		b5.Scenario(),
+		b6.Scenario(),
 	}
 }
