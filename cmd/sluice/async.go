@@ -82,12 +82,18 @@ func startAsync(ctx context.Context, cfg *pipelines.Config, f asyncFlags, deps e
 		}
 	}
 	a := &asyncRuntime{log: log}
+	// The store holds idempotency keys for one window: the longest any
+	// function asks for.
+	opts := tasks.Options{Logger: log}
+	for _, fn := range cfg.Functions {
+		opts.DedupWindow = max(opts.DedupWindow, fn.Spec.DedupWindow.D())
+	}
 	var err error
 	switch {
 	case f.taskStore == "":
-		a.store, err = boltstore.Open(filepath.Join(f.dataDir, "tasks.db"), tasks.Options{Logger: log})
+		a.store, err = boltstore.Open(filepath.Join(f.dataDir, "tasks.db"), opts)
 	case strings.HasPrefix(f.taskStore, "postgres://"), strings.HasPrefix(f.taskStore, "postgresql://"):
-		a.store, err = pgstore.Open(ctx, pgstore.Config{URL: f.taskStore, Schema: f.taskSchema, Options: tasks.Options{Logger: log}})
+		a.store, err = pgstore.Open(ctx, pgstore.Config{URL: f.taskStore, Schema: f.taskSchema, Options: opts})
 	default:
 		err = errors.New("want a postgres:// URL or nothing")
 	}
