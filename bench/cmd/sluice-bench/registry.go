@@ -4,6 +4,7 @@ import (
 	"github.com/sluicehq/sluice/bench/b1"
 	"github.com/sluicehq/sluice/bench/b2"
 	"github.com/sluicehq/sluice/bench/b3"
+	"github.com/sluicehq/sluice/bench/b4"
 	"github.com/sluicehq/sluice/bench/b5"
 	"github.com/sluicehq/sluice/bench/b6"
 	"github.com/sluicehq/sluice/bench/internal/harness"
@@ -18,6 +19,7 @@ func scenarios() []harness.Scenario {
 		b1.BatchScenario(),
 		b2.Scenario(),
 		b3.Scenario(),
+		b4.Scenario(),
 		b5.Scenario(),
 		b6.Scenario(),
 	}
