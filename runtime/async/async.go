@@ -156,6 +156,7 @@ type Service struct {
 	// placement decisions, stopped by reclaims and at the end of Run.
 	readersMu sync.Mutex
 	readers   map[string]*reader
+	retiring  map[string]string // reclaimed queues not deleted yet → where their messages go
 	readCtx   context.Context // nil before Run; readers run under it
 	readWG    sync.WaitGroup
 
@@ -183,7 +184,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		cfg: cfg, log: cfg.Log.With("component", "async"), store: cfg.Store, q: cfg.Queue,
 		auth: auth, gate: newGate(cfg.Workers, tenants), fns: fns, inflight: newInflight(),
-		rec: cfg.Metrics.Tasks(), readers: map[string]*reader{},
+		rec: cfg.Metrics.Tasks(), readers: map[string]*reader{}, retiring: map[string]string{},
 	}
 	s.depth = newDepthCache(s.store, cfg.DepthCacheTTL, cfg.Now)
 	cfg.Placement.Recorder = placementRecorder{s}

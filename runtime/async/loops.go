@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -76,6 +77,7 @@ func (s *Service) placeOnce(ctx context.Context) {
 			s.place.ObserveDepth(name, d)
 		}
 	}
+	s.retireAll(ctx)
 	for _, d := range s.place.Decisions() {
 		if err := s.apply(ctx, d); err != nil && ctx.Err() == nil {
 			s.log.Error("queue placement change failed", "kind", d.Kind, "tenant", d.Tenant, "function", d.Function,
@@ -89,6 +91,9 @@ func (s *Service) placeOnce(ctx context.Context) {
 func (s *Service) apply(ctx context.Context, d tenancy.Decision) error {
 	switch d.Kind {
 	case tenancy.Promote:
+		s.readersMu.Lock()
+		delete(s.retiring, d.To) // promoted again before its deletion went through
+		s.readersMu.Unlock()
 		if err := s.ensureReader(ctx, d.To); err != nil {
 			return err
 		}
@@ -102,31 +107,58 @@ func (s *Service) apply(ctx context.Context, d tenancy.Decision) error {
 		if err := s.ensureReader(ctx, d.To); err != nil {
 			return err
 		}
-		moved, err := s.q.Move(ctx, d.From, d.To, nil)
-		if err != nil {
-			return err
-		}
-		s.stopReader(d.From)
-		// Publishes routed before the switch may still land: move again
-		// until the queue is empty, then delete it.
-		for range 5 {
-			n, err := s.q.Move(ctx, d.From, d.To, nil)
-			if err != nil {
-				return err
-			}
-			moved += n
-			err = s.q.DeleteQueue(ctx, d.From)
-			if !errors.Is(err, queue.ErrNotEmpty) {
-				s.log.Info("dedicated queue reclaimed", "tenant", d.Tenant, "function", d.Function,
-					"from", d.From, "to", d.To, "moved", moved, "reason", d.Reason)
-				return err
-			}
-		}
-		// Still not empty (messages held for redelivery): keep reading it;
-		// the policy adopts it again on the next start at the latest.
-		return s.ensureReader(ctx, d.From)
+		s.readersMu.Lock()
+		s.retiring[d.From] = d.To
+		s.readersMu.Unlock()
+		s.log.Info("reclaiming a dedicated queue", "tenant", d.Tenant, "function", d.Function,
+			"from", d.From, "to", d.To, "reason", d.Reason)
+		return s.retire(ctx, d.From, d.To)
 	}
 	return nil
+}
+
+// retire empties a queue nothing is routed to any more into to and
+// deletes it. Messages it cannot move yet (held for redelivery) are read
+// where they are, and retire runs again on the next placement round until
+// the queue is gone.
+func (s *Service) retire(ctx context.Context, from, to string) error {
+	moved, err := s.q.Move(ctx, from, to, nil)
+	if err != nil {
+		return err
+	}
+	s.stopReader(from)
+	// Publishes routed before the switch may still land: move again until
+	// the queue is empty, then delete it.
+	for range 3 {
+		n, err := s.q.Move(ctx, from, to, nil)
+		if err == nil {
+			moved += n
+			err = s.q.DeleteQueue(ctx, from)
+		}
+		switch {
+		case err == nil:
+			s.readersMu.Lock()
+			delete(s.retiring, from)
+			s.readersMu.Unlock()
+			s.log.Info("dedicated queue deleted", "queue", from, "moved", moved)
+			return nil
+		case !errors.Is(err, queue.ErrNotEmpty):
+			return errors.Join(err, s.ensureReader(ctx, from))
+		}
+	}
+	return s.ensureReader(ctx, from)
+}
+
+// retireAll tries again to delete the queues being retired.
+func (s *Service) retireAll(ctx context.Context) {
+	s.readersMu.Lock()
+	pending := maps.Clone(s.retiring)
+	s.readersMu.Unlock()
+	for from, to := range pending {
+		if err := s.retire(ctx, from, to); err != nil && ctx.Err() == nil {
+			s.log.Warn("deleting a reclaimed queue; will try again", "queue", from, "err", err)
+		}
+	}
 }
 
 // placementRecorder counts placement decisions.

@@ -39,7 +39,7 @@ const lockTimeout = 2 * time.Second
 
 // batchDelay is how long a write waits for others to share its
 // transaction (and its fsync): writes are group-committed with db.Batch.
-const batchDelay = time.Millisecond
+const batchDelay = 2 * time.Millisecond
 
 // sweepBatch bounds the keys one sweep transaction purges, so the sweep
 // never holds the writer lock for long.
