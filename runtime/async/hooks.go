@@ -30,6 +30,9 @@ var (
 	// errFenced: another dispatcher took the task over (its version moved
 	// under this attempt); this attempt's outcome is dropped.
 	errFenced = errors.New("task taken over by another dispatcher")
+	// errExpired aborts the move to running of a task older than its
+	// function's maxEventAge.
+	errExpired = errors.New("task expired")
 	// errNotRecorded: the task store refused a write an attempt needs
 	// before calling the function; the message goes back to the queue.
 	errNotRecorded = errors.New("task state not recorded")
@@ -197,61 +200,55 @@ func (h *hooks) Admit(ctx context.Context, msg *connectors.Message) (context.Con
 	return context.WithValue(actx, attemptCtxKey{}, a), nil
 }
 
-// claim moves the task to running (see Admit).
+// claim moves the task to running (see Admit). The common case — a queued
+// task — is one write; the state a refused move reports decides the rest.
 func (h *hooks) claim(ctx context.Context, a *attempt) (*tasks.Task, error) {
 	s := h.s
 	for range 5 {
-		t, err := s.store.Get(ctx, a.key.tenant, a.key.id)
-		switch {
-		case errors.Is(err, tasks.ErrNotFound):
-			return nil, engine.ErrSkip
-		case err != nil:
-			return nil, queue.RetryAfter(fmt.Errorf("task %s: %w", a.key.id, err), storeRetryDelay)
-		}
-		var to tasks.State
-		var mutate func(*tasks.Task) error
-		switch t.State {
-		case tasks.Queued, tasks.Retrying:
+		next, err := s.store.Transition(ctx, a.key.tenant, a.key.id, tasks.Running, func(t *tasks.Task) error {
 			if h.fn.maxAge > 0 && s.now().Sub(t.Times.Received) > h.fn.maxAge {
-				to = tasks.Expired
-				mutate = func(t *tasks.Task) error {
-					t.Error = fmt.Sprintf("older than the function's maxEventAge %s", h.fn.maxAge)
-					return nil
-				}
-				break
+				return errExpired
 			}
-			to = tasks.Running
-			mutate = func(t *tasks.Task) error {
-				if !a.dispatched.IsZero() {
-					d := tasks.Norm(a.dispatched)
-					t.Times.Dispatched = &d
-				}
-				return nil
+			if !a.dispatched.IsZero() {
+				d := tasks.Norm(a.dispatched)
+				t.Times.Dispatched = &d
 			}
-		case tasks.Running:
-			to = tasks.Retrying
-			mutate = func(t *tasks.Task) error {
-				t.Error = "attempt interrupted: the dispatcher running it stopped"
-				return nil
-			}
-		case tasks.Paused:
-			return nil, queue.RetryAfter(errPaused, s.cfg.PausedRedelivery)
-		default:
-			return nil, engine.ErrSkip // done (cancelled, succeeded, ...)
-		}
-		next, err := s.store.Transition(ctx, a.key.tenant, a.key.id, to, mutate)
+			return nil
+		})
 		var te *tasks.TransitionError
 		switch {
-		case errors.As(err, &te):
-			continue // it moved meanwhile: look again
-		case err != nil:
-			return nil, queue.RetryAfter(fmt.Errorf("task %s: %w", a.key.id, err), storeRetryDelay)
-		case next.State == tasks.Running:
+		case err == nil:
 			return next, nil
-		case next.State == tasks.Expired:
-			return nil, engine.ErrSkip
+		case errors.Is(err, tasks.ErrNotFound):
+			return nil, engine.ErrSkip // deleted
+		case errors.Is(err, errExpired):
+			_, err = s.store.Transition(ctx, a.key.tenant, a.key.id, tasks.Expired, func(t *tasks.Task) error {
+				t.Error = fmt.Sprintf("older than the function's maxEventAge %s", h.fn.maxAge)
+				return nil
+			})
+			if err == nil {
+				return nil, engine.ErrSkip
+			}
+		case errors.As(err, &te):
+			switch te.From {
+			case tasks.Running:
+				// Not run here (this process would have skipped the
+				// duplicate): its dispatcher stopped. Take it over.
+				_, err = s.store.Transition(ctx, a.key.tenant, a.key.id, tasks.Retrying, func(t *tasks.Task) error {
+					t.Error = "attempt interrupted: the dispatcher running it stopped"
+					return nil
+				})
+			case tasks.Paused:
+				return nil, queue.RetryAfter(errPaused, s.cfg.PausedRedelivery)
+			case tasks.Queued, tasks.Retrying:
+				// It moved between the read and the write: look again.
+			default:
+				return nil, engine.ErrSkip // done: cancelled, succeeded, ...
+			}
 		}
-		// Retrying after an orphaned attempt: take it over on the next turn.
+		if err != nil && !errors.As(err, &te) {
+			return nil, queue.RetryAfter(fmt.Errorf("task %s: %w", a.key.id, err), storeRetryDelay)
+		}
 	}
 	return nil, fmt.Errorf("task %s: kept changing while being claimed", a.key.id)
 }
