@@ -206,7 +206,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // loadConfig loads every document kind. validate and run share it, so they
 // accept exactly the same files.
 func loadConfig(paths []string) (*pipelines.Config, error) {
-	return pipelines.Loader{}.Config(paths...)
+	return pipelines.Loader{CheckPattern: checkPattern}.Config(paths...)
 }
 
 func runPipelines(parent context.Context, paths []string, f runFlags, stdout, stderr io.Writer) error {
@@ -230,34 +230,49 @@ func runPipelines(parent context.Context, paths []string, f runFlags, stdout, st
 	deps := engine.Deps{
 		Metrics: reg, Limiters: flow.NewRegistry(), Log: log, Stdout: stdout, DrainTimeout: f.drain,
 	}
-	comps := engine.DefaultComponents()
-	runner, err := engine.NewRunner(specs, deps, comps)
+	busRT, err := startBuses(ctx, cfg, f.async, deps, reg, engine.DefaultComponents())
 	if err != nil {
 		return err
+	}
+	defer busRT.close()
+	comps := busRT.components(engine.DefaultComponents())
+	runner, err := engine.NewRunner(specs, deps, comps)
+	if err != nil {
+		stop()
+		return errors.Join(err, busRT.wait())
 	}
 	asyncRT, err := startAsync(ctx, cfg, f.async, deps, comps)
 	if err != nil {
 		stop()
-		return errors.Join(err, runner.Run(ctx))
+		return errors.Join(err, runner.Run(ctx), busRT.wait())
 	}
 	defer asyncRT.close()
 	ln, err := net.Listen("tcp", f.adminAddr)
 	if err != nil {
 		stop()
-		return errors.Join(fmt.Errorf("admin listener: %w", err), asyncRT.wait())
+		return errors.Join(fmt.Errorf("admin listener: %w", err), asyncRT.wait(), busRT.wait())
 	}
-	srv := &http.Server{Handler: asyncRT.mount(admin.Handler(runner, reg, admin.Options{Pprof: f.pprof})), ReadHeaderTimeout: 10 * time.Second}
+	handler, err := busRT.mount(asyncRT.mount(admin.Handler(runner, reg, admin.Options{Pprof: f.pprof})), cfg.Tenants)
+	if err != nil {
+		stop()
+		return errors.Join(err, asyncRT.wait(), busRT.wait())
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
 	log.Info("sluice started", "version", version, "pipelines", len(specs), "admin", "http://"+ln.Addr().String())
 
 	runErr := runner.Run(ctx)
+	if runErr != nil && busRT != nil {
+		stop() // every pipeline failed: stop the buses too
+	}
 	if asyncRT != nil {
 		if runErr != nil {
 			stop() // every pipeline failed: stop the async service too
 		}
 		runErr = errors.Join(runErr, asyncRT.wait())
 	}
+	runErr = errors.Join(runErr, busRT.wait())
 
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
