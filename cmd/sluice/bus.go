@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -116,7 +117,20 @@ func (b *busRuntime) mount(next http.Handler, tenants []*pipelines.Tenant) (http
 		opts.Auth = auth
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/buses/", b.set.Handler(opts))
+	api := b.set.Handler(opts)
+	mux.Handle("/v1/buses", api)
+	mux.Handle("/v1/buses/", api)
+	// /readyz also waits for every bus dispatcher and target to run with
+	// a connected source.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if notReady := b.set.Ready(); len(notReady) > 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_ = json.NewEncoder(w).Encode(map[string]any{"status": "not ready", "buses": notReady})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 	mux.Handle("/", next)
 	return mux, nil
 }

@@ -185,6 +185,34 @@ func TestBusFanOutFromPipeline(t *testing.T) {
 		}
 	}
 
+	// Every target is running and has delivered its backlog.
+	waitFor(t, "the targets' backlogs to drain", time.Minute, func() bool {
+		resp, err := http.Get("http://" + admin + "/v1/buses")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var buses []struct {
+			ID    string
+			Rules []struct {
+				Targets []struct {
+					State   string
+					Backlog int
+				}
+			}
+		}
+		if json.NewDecoder(resp.Body).Decode(&buses) != nil || len(buses) != 1 || buses[0].ID != "shop/shop-events" || len(buses[0].Rules) != 2 {
+			return false
+		}
+		for _, r := range buses[0].Rules {
+			for _, tg := range r.Targets {
+				if tg.State != "running" || tg.Backlog != 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	if err := p.stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("sluice exited with %v", err)
 	}
