@@ -157,7 +157,7 @@ type Service struct {
 	readersMu sync.Mutex
 	readers   map[string]*reader
 	retiring  map[string]string // reclaimed queues not deleted yet → where their messages go
-	readCtx   context.Context // nil before Run; readers run under it
+	readCtx   context.Context   // nil before Run; readers run under it
 	readWG    sync.WaitGroup
 
 	runOnce sync.Once
