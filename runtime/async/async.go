@@ -225,6 +225,8 @@ func (s *Service) run(ctx context.Context) error {
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	if err := s.startReaders(readCtx); err != nil {
+		stopReading()
+		s.stopReaders()
 		s.shutdownPipelines()
 		return err
 	}
