@@ -226,8 +226,8 @@ func (s *Service) run(ctx context.Context) error {
 	defer stopReading()
 	if err := s.startReaders(readCtx); err != nil {
 		stopReading()
+		s.shutdownPipelines() // gives back what the readers handed over
 		s.stopReaders()
-		s.shutdownPipelines()
 		return err
 	}
 	var loops sync.WaitGroup
