@@ -38,8 +38,8 @@ lint:
 
 ## test: every test, against real brokers that this target starts itself
 test: brokers lint
-	$(GO) test -race $(TEST_FLAGS) $(RACE_PKGS)
 	$(GO) test $(TEST_FLAGS) $(NORACE_PKGS)
+	$(GO) test -race $(TEST_FLAGS) $(RACE_PKGS)
 
 ## quickstart: local Kafka + example function + Sluice + sample events
 quickstart:
