@@ -243,35 +243,8 @@ func TestRabbitMQLedgerSurvivesSIGKILLAndBrokerRestart(t *testing.T) {
 	dlqC.poll()
 
 	answered := ledgerLines(t, ledger)
-	gotResults := rabbitResultIDs(resC.snapshot())
 	dead := rabbitDeadIDs(dlqC.snapshot())
-	dups, resultDups := 0, 0
-	for _, id := range ids {
-		if isPoison[id] {
-			reason, ok := dead[id]
-			switch {
-			case !ok:
-				t.Errorf("poison %s not dead-lettered", id)
-			case !strings.Contains(reason, "400"):
-				t.Errorf("poison %s dead-lettered with reason %q, want the 400", id, reason)
-			}
-			if answered[id] > 0 {
-				t.Errorf("poison %s was answered 2xx", id)
-			}
-			continue
-		}
-		if answered[id] == 0 {
-			t.Errorf("%s was never answered 2xx (lost)", id)
-		}
-		if gotResults[id] == 0 {
-			t.Errorf("%s has no result in the results queue", id)
-		}
-		if _, ok := dead[id]; ok {
-			t.Errorf("%s dead-lettered although the function only fails it transiently", id)
-		}
-		dups += max(answered[id]-1, 0)
-		resultDups += max(gotResults[id]-1, 0)
-	}
+	dups, resultDups := checkLedger(t, ids, isPoison, answered, rabbitResultIDs(resC.snapshot()), dead)
 	// Each fault redelivers at most the unacknowledged messages: the
 	// prefetch window.
 	bound := 2 * window
