@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/sluicehq/sluice/internal/testenv"
 	"io"
 	"net/http"
 	"os"
@@ -87,7 +88,7 @@ type asyncTask struct {
 // requires every accepted task to succeed, each with one terminal state,
 // and the function to have answered each at least once.
 func TestAsyncE2EKillAfterAccept(t *testing.T) {
-	fnAddr, admin := freeAddr(t), freeAddr(t)
+	fnAddr, admin := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	ledger := filepath.Join(t.TempDir(), "ledger")
 	startProc(t, bin(t, "function"), "-addr", fnAddr, "-quiet", "-latency", "100ms", "-ledger", ledger)
 	waitHTTP(t, "http://"+fnAddr+"/healthz")
@@ -182,7 +183,7 @@ func sluiceCLI(t *testing.T, args ...string) (string, string, int) {
 }
 
 func TestAsyncE2ETasksCLI(t *testing.T) {
-	fnAddr, admin := freeAddr(t), freeAddr(t)
+	fnAddr, admin := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	startProc(t, bin(t, "function"), "-addr", fnAddr, "-quiet", "-poison-prefix", "bad")
 	waitHTTP(t, "http://"+fnAddr+"/healthz")
 	cfg := asyncSetup(t, fnAddr)

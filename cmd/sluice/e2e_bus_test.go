@@ -65,7 +65,7 @@ func TestBusFanOutFromPipeline(t *testing.T) {
 	hooks := &hookRecorder{data: map[string][]string{}}
 	hookSrv := httptest.NewServer(hooks)
 	t.Cleanup(hookSrv.Close)
-	fnAddr := freeAddr(t)
+	fnAddr := testenv.FreeAddr(t)
 	startProc(t, bin(t, "function"), "-addr", fnAddr, "-quiet")
 	waitHTTP(t, "http://"+fnAddr+"/healthz")
 
@@ -90,7 +90,7 @@ func TestBusFanOutFromPipeline(t *testing.T) {
 		t.Fatalf("sluice validate: %v\n%s", err, out)
 	}
 
-	admin, dataDir := freeAddr(t), t.TempDir()
+	admin, dataDir := testenv.FreeAddr(t), t.TempDir()
 	run := func() *proc {
 		p := startProc(t, bin(t, "sluice"), "run", path, "--admin-addr", admin, "--log-format", "json",
 			"--data-dir", dataDir, "--drain-timeout", "20s")

@@ -201,7 +201,7 @@ func TestRabbitMQLedgerSurvivesSIGKILLAndBrokerRestart(t *testing.T) {
 	rabbitPublishInputs(t, url, in, ids, 64)
 
 	ledger := filepath.Join(t.TempDir(), "ledger.txt")
-	fnAddr := freeAddr(t)
+	fnAddr := testenv.FreeAddr(t)
 	startProc(t, bin(t, "function"), "-addr", fnAddr, "-fail-rate", "0.1", "-poison-prefix", "poison-",
 		"-latency", "5ms", "-ledger", ledger, "-seed", "7", "-quiet")
 	waitHTTP(t, "http://"+fnAddr+"/healthz")

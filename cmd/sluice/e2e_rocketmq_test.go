@@ -196,7 +196,7 @@ func TestRocketMQLedgerSurvivesSIGKILLAndBrokerRestart(t *testing.T) {
 	rocketPublishInputs(t, ns, in, queues, ids, 64)
 
 	ledger := filepath.Join(t.TempDir(), "ledger.txt")
-	fnAddr := freeAddr(t)
+	fnAddr := testenv.FreeAddr(t)
 	startProc(t, bin(t, "function"), "-addr", fnAddr, "-fail-rate", "0.1", "-poison-prefix", "poison-",
 		"-latency", "5ms", "-ledger", ledger, "-seed", "7", "-quiet")
 	waitHTTP(t, "http://"+fnAddr+"/healthz")

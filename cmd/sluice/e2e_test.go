@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -49,16 +48,6 @@ func bin(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return filepath.Join(dir, name)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // proc is a child process whose output goes to a file kept for failures.
@@ -294,7 +283,7 @@ spec:
 
 func startSluice(t *testing.T, pipeline string) (*proc, string) {
 	t.Helper()
-	admin := freeAddr(t)
+	admin := testenv.FreeAddr(t)
 	p := startProc(t, bin(t, "sluice"), "run", pipeline, "--admin-addr", admin, "--log-format", "json", "--drain-timeout", "20s")
 	waitHTTP(t, "http://"+admin+"/readyz")
 	return p, admin
@@ -333,7 +322,7 @@ func TestLedgerSurvivesSIGKILL(t *testing.T) {
 	produceEvents(t, brokers, in, ids, 500)
 
 	ledger := filepath.Join(t.TempDir(), "ledger.txt")
-	fnAddr := freeAddr(t)
+	fnAddr := testenv.FreeAddr(t)
 	startProc(t, bin(t, "function"), "-addr", fnAddr, "-fail-rate", "0.1", "-poison-prefix", "poison-",
 		"-latency", "1ms", "-ledger", ledger, "-seed", "42", "-quiet")
 	waitHTTP(t, "http://"+fnAddr+"/healthz")
@@ -451,7 +440,7 @@ func TestGracefulShutdownLosesAndRepeatsNothing(t *testing.T) {
 	produceEvents(t, brokers, in, ids, 64)
 
 	ledger := filepath.Join(t.TempDir(), "ledger.txt")
-	fnAddr := freeAddr(t)
+	fnAddr := testenv.FreeAddr(t)
 	startProc(t, bin(t, "function"), "-addr", fnAddr, "-latency", "50ms", "-ledger", ledger, "-quiet")
 	waitHTTP(t, "http://"+fnAddr+"/healthz")
 	pipeline := writePipeline(t, brokers, in, testenv.UniqueName(t, "g"), results, dlq, fnAddr, "")
@@ -484,7 +473,7 @@ func TestGracefulShutdownLosesAndRepeatsNothing(t *testing.T) {
 // retrying; /readyz says so with the reason, the connection metric is 0,
 // the log shows the retries, and SIGTERM still exits cleanly.
 func TestUnreachableBrokerIsVisible(t *testing.T) {
-	dead := freeAddr(t) // nothing listens there
+	dead := testenv.FreeAddr(t) // nothing listens there
 	y := fmt.Sprintf(`apiVersion: sluice.dev/v1
 kind: Pipeline
 metadata: {name: nobroker}
@@ -497,7 +486,7 @@ spec:
 	if err := os.WriteFile(path, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	admin := freeAddr(t)
+	admin := testenv.FreeAddr(t)
 	p := startProc(t, bin(t, "sluice"), "run", path, "--admin-addr", admin, "--log-format", "json")
 	waitHTTP(t, "http://"+admin+"/healthz")
 	var body string
@@ -566,7 +555,7 @@ func TestBadMessagesAreDeadLetteredWithReasons(t *testing.T) {
 		t.Fatal(err)
 	}
 	ledger := filepath.Join(t.TempDir(), "ledger.txt")
-	fnAddr := freeAddr(t)
+	fnAddr := testenv.FreeAddr(t)
 	startProc(t, bin(t, "function"), "-addr", fnAddr, "-ledger", ledger)
 	waitHTTP(t, "http://"+fnAddr+"/healthz")
 	s, _ := startSluice(t, writePipeline(t, brokers, in, testenv.UniqueName(t, "g"), results, dlq, fnAddr, ""))
@@ -624,7 +613,7 @@ func TestScaleOutAndHandOver(t *testing.T) {
 	// 16 keys × 50 ms: about 320 events/s, so the hand-over is mid-stream.
 	produceEvents(t, brokers, in, ids, 16)
 	ledger := filepath.Join(t.TempDir(), "ledger.txt")
-	fnAddr := freeAddr(t)
+	fnAddr := testenv.FreeAddr(t)
 	startProc(t, bin(t, "function"), "-addr", fnAddr, "-latency", "50ms", "-ledger", ledger, "-quiet")
 	waitHTTP(t, "http://"+fnAddr+"/healthz")
 	pipeline := writePipeline(t, brokers, in, testenv.UniqueName(t, "g"), results, dlq, fnAddr, "")

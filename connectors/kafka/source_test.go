@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -587,7 +586,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func TestReconnectAfterBrokerRestart(t *testing.T) {
 	const topic = "restart"
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	start := func() *kfake.Cluster {
 		c, err := kfake.NewCluster(kfake.Ports(port), kfake.DataDir(dir), kfake.SeedTopics(1, topic))
 		if err != nil {
@@ -635,16 +634,6 @@ func TestReconnectAfterBrokerRestart(t *testing.T) {
 	if err := src.Close(closeCtx(t)); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // TestStartLatest: with start: latest and no committed offset, records

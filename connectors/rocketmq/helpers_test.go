@@ -3,7 +3,6 @@ package rocketmq
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -106,18 +105,4 @@ func expectNothing(t *testing.T, src *Source, d time.Duration) {
 	if msg, _, err := src.Read(ctx); err == nil {
 		t.Fatalf("unexpected message %s (lane %s)", msg.Event.ID(), msg.Lane)
 	}
-}
-
-// deadAddr returns a loopback address with nothing listening.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }

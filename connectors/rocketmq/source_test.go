@@ -412,7 +412,7 @@ func TestConnectWaitsForTopic(t *testing.T) {
 // TestConnectNameServerDown: with no name server answering, Connect keeps
 // retrying until its context ends, and Health says why.
 func TestConnectNameServerDown(t *testing.T) {
-	src := newTestSource(t, pipelines.RocketMQSource{NameServers: []string{deadAddr(t)}, Topic: "t", Group: "g"}, connectorsOptions(0))
+	src := newTestSource(t, pipelines.RocketMQSource{NameServers: []string{testenv.FreeAddr(t)}, Topic: "t", Group: "g"}, connectorsOptions(0))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := src.Connect(ctx); !errors.Is(err, context.DeadlineExceeded) {

@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"net"
 	"testing"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -34,7 +33,7 @@ func TestConformance(t *testing.T) {
 			return target{brokers: brokers, topic: topic}
 		},
 		NewUnavailable: func(t *testing.T) sinks.Sink {
-			return newSink(t, pipelines.KafkaSink{Brokers: []string{deadAddr(t)}, Topic: "nowhere"})
+			return newSink(t, pipelines.KafkaSink{Brokers: []string{testenv.FreeAddr(t)}, Topic: "nowhere"})
 		},
 		LeakOptions: leakOptions(),
 	})
@@ -60,28 +59,4 @@ func newSink(t *testing.T, spec pipelines.KafkaSink) *Sink {
 		t.Fatalf("New: %v", err)
 	}
 	return s
-}
-
-// deadAddr returns a loopback address with nothing listening.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

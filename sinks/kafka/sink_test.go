@@ -104,7 +104,7 @@ func TestBinaryModeAndKey(t *testing.T) {
 }
 
 func TestWriteInvalidEvent(t *testing.T) {
-	s := newSink(t, pipelines.KafkaSink{Brokers: []string{deadAddr(t)}, Topic: "t"})
+	s := newSink(t, pipelines.KafkaSink{Brokers: []string{testenv.FreeAddr(t)}, Topic: "t"})
 	bad := cloudevents.NewEvent()
 	bad.SetSource("/s") // no id, no type
 	err := s.Write(context.Background(), []cloudevents.Event{cetest.New(t, "ok", nil), bad})
@@ -117,7 +117,7 @@ func TestWriteInvalidEvent(t *testing.T) {
 }
 
 func TestUnavailableHealth(t *testing.T) {
-	s := newSink(t, pipelines.KafkaSink{Brokers: []string{deadAddr(t)}, Topic: "t"})
+	s := newSink(t, pipelines.KafkaSink{Brokers: []string{testenv.FreeAddr(t)}, Topic: "t"})
 	if err := s.Health(); err != nil {
 		t.Errorf("Health before any write: %v", err)
 	}
@@ -141,7 +141,7 @@ func TestUnavailableHealth(t *testing.T) {
 // shared test broker must not be stopped.
 func TestBrokerRestart(t *testing.T) {
 	const topic = "sink-restart"
-	dir, port := t.TempDir(), freePort(t)
+	dir, port := t.TempDir(), testenv.FreePort(t)
 	start := func() *kfake.Cluster {
 		c, err := kfake.NewCluster(kfake.Ports(port), kfake.DataDir(dir), kfake.SeedTopics(1, topic))
 		if err != nil {

@@ -1,7 +1,6 @@
 package rabbitmq
 
 import (
-	"net"
 	"testing"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -29,7 +28,7 @@ func TestConformance(t *testing.T) {
 			return target{url: url, queue: q}
 		},
 		NewUnavailable: func(t *testing.T) sinks.Sink {
-			return newSink(t, pipelines.RabbitMQSink{URL: pipelines.NewSecret("", "amqp://guest:guest@"+deadAddr(t)+"/"), RoutingKey: "nowhere"})
+			return newSink(t, pipelines.RabbitMQSink{URL: pipelines.NewSecret("", "amqp://guest:guest@"+testenv.FreeAddr(t)+"/"), RoutingKey: "nowhere"})
 		},
 	})
 }
@@ -53,18 +52,4 @@ func newSink(t *testing.T, spec pipelines.RabbitMQSink) *Sink {
 		t.Fatalf("New: %v", err)
 	}
 	return s
-}
-
-// deadAddr returns a loopback address with nothing listening.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }

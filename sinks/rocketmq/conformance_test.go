@@ -1,7 +1,6 @@
 package rocketmq
 
 import (
-	"net"
 	"testing"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -42,7 +41,7 @@ func TestConformance(t *testing.T) {
 			return target{ns: ns, topic: topic}
 		},
 		NewUnavailable: func(t *testing.T) sinks.Sink {
-			return newSink(t, pipelines.RocketMQSink{NameServers: []string{deadAddr(t)}, Topic: "nowhere"})
+			return newSink(t, pipelines.RocketMQSink{NameServers: []string{testenv.FreeAddr(t)}, Topic: "nowhere"})
 		},
 		LeakOptions: leakOptions(),
 	})
@@ -68,18 +67,4 @@ func newSink(t *testing.T, spec pipelines.RocketMQSink) *Sink {
 		t.Fatalf("New: %v", err)
 	}
 	return s
-}
-
-// deadAddr returns a loopback address with nothing listening.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }
