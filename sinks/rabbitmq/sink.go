@@ -18,10 +18,10 @@ import (
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
-	"github.com/cloudevents/sdk-go/v2/types"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/sluicehq/sluice/connectors"
+	"github.com/sluicehq/sluice/connectors/cebinding"
 	"github.com/sluicehq/sluice/connectors/rabbitmq/amqpce"
 	"github.com/sluicehq/sluice/connectors/rabbitmq/amqpconf"
 	"github.com/sluicehq/sluice/pipelines"
@@ -165,32 +165,24 @@ func New(spec pipelines.RabbitMQSink, logger *slog.Logger) (*Sink, error) {
 // routingKeyOf returns the routing key of ev: the routingKeyFrom attribute
 // when ev has it, else spec.RoutingKey.
 func routingKeyOf(ev cloudevents.Event, spec pipelines.RabbitMQSink) (string, error) {
-	var v string
-	switch f := spec.RoutingKeyFrom; f {
+	name := spec.RoutingKeyFrom
+	switch name {
 	case "":
-	case "type":
-		v = ev.Type()
-	case "subject":
-		v = ev.Subject()
-	case "source":
-		v = ev.Source()
-	case "id":
-		v = ev.ID()
+		return spec.RoutingKey, nil
+	case "type", "subject", "source", "id":
 	default:
-		name, ok := strings.CutPrefix(f, pipelines.RabbitRoutingKeyFromExtensionPrefix)
-		if !ok || name == "" {
-			return "", fmt.Errorf("%w: routingKeyFrom %q: want type, subject, source, id or extension:NAME", amqpconf.ErrConfig, f)
+		ext, ok := strings.CutPrefix(name, pipelines.RabbitRoutingKeyFromExtensionPrefix)
+		if !ok || ext == "" {
+			return "", fmt.Errorf("%w: routingKeyFrom %q: want type, subject, source, id or extension:NAME", amqpconf.ErrConfig, name)
 		}
-		if x, has := ev.Extensions()[strings.ToLower(name)]; has {
-			s, err := types.Format(x)
-			if err != nil {
-				return "", fmt.Errorf("%w: extension %s: %v", amqpce.ErrInvalidCloudEvent, name, err)
-			}
-			v = s
-		}
+		name = ext
 	}
-	if v == "" {
-		v = spec.RoutingKey
+	v, ok, err := cebinding.Attribute(ev, name)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", amqpce.ErrInvalidCloudEvent, err)
+	}
+	if !ok {
+		return spec.RoutingKey, nil
 	}
 	return v, nil
 }
