@@ -393,8 +393,10 @@ func TestLongInvocationNotRedelivered(t *testing.T) {
 	createQueue(t, q, "long")
 	publishEvents(t, q, "long", cetest.New(t, "slow-task", nil))
 	a := connect(t, q, "long", connectors.Options{})
-	b := connect(t, q, "long", connectors.Options{})
 	held := readN(t, a, 1)
+	// b joins only once a holds the task: connected earlier, its fetcher could
+	// win the message and a would wait for nothing.
+	b := connect(t, q, "long", connectors.Options{})
 	// Several AckWaits pass while both readers poll.
 	expectQuiet(t, b, "other reader while the task runs")
 	expectQuiet(t, a, "same reader while the task runs")
@@ -485,13 +487,17 @@ func TestExternalNATS(t *testing.T) {
 	}
 	a := connect(t, ext, "ext.q", connectors.Options{Window: 2})
 	b := connect(t, srv, "ext.q", connectors.Options{Window: 2})
+	// Each reader holds its two unacked, so the window keeps the other's
+	// share out of its reach; acking early would let a steal b's share.
 	seen := map[string]bool{}
+	var held []got
 	for _, src := range []connectors.Source{a, b} {
 		for _, g := range readN(t, src, 2) {
 			seen[g.msg.Event.ID()] = true
-			ackAll(t, []got{g})
+			held = append(held, g)
 		}
 	}
+	ackAll(t, held)
 	if len(seen) != 4 {
 		t.Fatalf("two readers on two connections got %v, want 4 distinct", seen)
 	}

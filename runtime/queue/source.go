@@ -167,13 +167,23 @@ func (s *source) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		}
 		fctx, cancel := context.WithTimeout(ctx, s.q.cfg.PollWait)
 		batch, err := cons.Fetch(free, jetstream.FetchContext(fctx))
+		fetched := 0
 		if err == nil {
 			for m := range batch.Messages() {
 				s.add(m)
+				fetched++
 			}
 			err = batch.Error()
 		}
 		cancel()
+		if fetched == 0 && ctx.Err() == nil &&
+			(err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders)) {
+			// A pull on a consumer deleted between two fetches either finds
+			// nobody to answer or simply times out; only asking tells.
+			if _, ierr := cons.Info(ctx); errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+				err = ierr
+			}
+		}
 		switch {
 		case err == nil, errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 			backoff = 100 * time.Millisecond
