@@ -1,5 +1,5 @@
 # Sluice — the two commands a newcomer needs:
-#   make quickstart   run Sluice's main job end to end on a local Kafka
+#   make quickstart   run Sluice's main job end to end (async invocations on the embedded queue)
 #   make test         provision the real brokers and run every test
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -16,7 +16,7 @@ TEST_FLAGS ?= -count=1 -timeout 30m -p 2
 NORACE_PKGS := ./connectors/rocketmq/...
 RACE_PKGS = $(shell $(GO) list ./... | grep -v '/connectors/rocketmq')
 
-.PHONY: all build test lint brokers brokers-down quickstart quickstart-async bench generate clean
+.PHONY: all build test lint brokers brokers-down quickstart quickstart-kafka bench generate clean
 
 all: build
 
@@ -41,13 +41,14 @@ test: brokers lint
 	$(GO) test $(TEST_FLAGS) $(NORACE_PKGS)
 	$(GO) test -race $(TEST_FLAGS) $(RACE_PKGS)
 
-## quickstart: local Kafka + example function + Sluice + sample events
+## quickstart: the async invocation API on the embedded queue (no broker needed):
+## example function + Sluice + tasks submitted with curl, their states and results
 quickstart:
-	scripts/quickstart.sh
-
-## quickstart-async: the async invocation API on the embedded queue (no broker needed)
-quickstart-async:
 	scripts/quickstart-async.sh
+
+## quickstart-kafka: local Kafka + example function + Sluice pipeline + sample events
+quickstart-kafka:
+	scripts/quickstart.sh
 
 ## bench: benchmark programs (BENCHMARKS.md, docs/benchmarks.md); B=b1 runs one
 ## scenario (comma-separate several), BENCH_FLAGS adds flags (-runs 5, -events N, -b2.phase 10s)

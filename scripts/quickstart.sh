@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make quickstart: a local Kafka, the example CloudEvents function, Sluice
+# make quickstart-kafka: a local Kafka, the example CloudEvents function, Sluice
 # running examples/quickstart, and 20 sample orders (2 of them poison).
 # Shows the results topic, the dead letters with their reasons, the
 # function's log and where /metrics is.
