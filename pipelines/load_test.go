@@ -148,7 +148,6 @@ spec:
 `,
 			want: []string{
 				`p.yaml:3:1: metadata.name: missing required field`,
-				`p.yaml:4:1: spec.function: missing required field`,
 				`p.yaml:6:5: spec.source.kafka.brokers: missing required field`,
 				`p.yaml:6:5: spec.source.kafka.topics: missing required field`,
 				`p.yaml:6:5: spec.source.kafka.group: missing required field`,
@@ -160,7 +159,18 @@ spec:
 			yaml: "apiVersion: sluice.dev/v1\nkind: Pipeline\nmetadata: {name: p1}\n",
 			want: []string{
 				`p.yaml:1:1: spec.source: missing required field (one of kafka, rabbitmq or rocketmq)`,
-				`p.yaml:1:1: spec.function: missing required field`,
+				`p.yaml:1:1: spec.function: missing required field (or results.onSuccess, for the source events themselves)`,
+			},
+		},
+		{
+			name: "no function and no onSuccess route",
+			yaml: header + `  source:
+    kafka: {brokers: ["k:9092"], topics: [t], group: g}
+  results:
+    onFailure: [{kafka: {topic: dlq}}]
+`,
+			want: []string{
+				`p.yaml:4:1: spec.function: missing required field (or results.onSuccess, for the source events themselves)`,
 			},
 		},
 		{

@@ -79,8 +79,10 @@ type PipelineSpec struct {
 	Source SourceSpec `yaml:"source" json:"source"`
 	// Filter drops events that do not match before the function is called.
 	Filter *FilterSpec `yaml:"filter,omitempty" json:"filter,omitempty"`
-	// Function is called once per event (or per batch).
-	Function *FunctionSpec `yaml:"function,omitempty" json:"function,omitempty" jsonschema:"required"`
+	// Function is called once per event (or per batch). Without one, each
+	// source event is itself the result and goes to results.onSuccess
+	// (then required), e.g. to feed a bus straight from a topic.
+	Function *FunctionSpec `yaml:"function,omitempty" json:"function,omitempty"`
 	// Delivery is the ordering, concurrency and retry policy.
 	Delivery DeliverySpec `yaml:"delivery,omitempty" json:"delivery,omitempty"`
 	// Results routes function results and dead letters.

@@ -192,7 +192,10 @@ func (p *Pipeline) validate(v *validator) {
 		validateFilter(v, "spec.filter", s.Filter)
 	}
 	if s.Function == nil {
-		v.missing("spec.function", "")
+		// Without a function the source's events are the results.
+		if len(s.Results.OnSuccess) == 0 {
+			v.missing("spec.function", "or results.onSuccess, for the source events themselves")
+		}
 	} else {
 		validateFunction(v, "spec.function", s.Function, true)
 	}

@@ -134,33 +134,43 @@ func Build(spec *pipelines.Pipeline, deps Deps, comps Components) (p *Pipeline, 
 	p.attempts = d.Retry.Attempts
 	p.retryAfterMax = d.Retry.RetryAfterMax.D()
 
-	fnSpec := spec.Spec.Function
-	if fnSpec == nil {
-		return nil, fmt.Errorf("pipeline %s: no function configured", id)
-	}
 	p.maxEvents = 1
-	if fnSpec.Mode == pipelines.ModeBatch && fnSpec.Batch != nil {
-		p.maxEvents, p.linger = max(fnSpec.Batch.MaxEvents, 1), fnSpec.Batch.Linger.D()
-	}
 	p.hooks = deps.Hooks
-	if p.hooks != nil && fnSpec.Mode == pipelines.ModeBatch {
-		return nil, fmt.Errorf("pipeline %s: hooks are not available in batch mode", id)
-	}
-	p.fn = deps.Function
-	if p.fn == nil {
-		fn, err := invoke.NewHTTP(invoke.HTTPConfig{
-			URL: fnSpec.URL, Mode: fnSpec.Mode, Timeout: fnSpec.Timeout.D(), Headers: secretMap(fnSpec.Headers),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("pipeline %s: function: %w", id, err)
-		}
-		p.fn = fn
-	}
 	c := d.Concurrency
-	p.limiter = deps.Limiters.For(fnSpec.URL, flow.Config{
-		Initial: c.Initial, Min: c.Min, Max: c.Max, Backoff: c.Backoff, LatencyThreshold: c.LatencyThreshold.D(),
-		Recorder: deps.Metrics.Limiter(fnSpec.URL),
-	})
+	if fnSpec := spec.Spec.Function; fnSpec == nil {
+		if len(spec.Spec.Results.OnSuccess) == 0 {
+			return nil, fmt.Errorf("pipeline %s: %w", id, ErrNoFunction)
+		}
+		// No function: every event is its own result (identity). There is
+		// no target to overload, so the limit is fixed at the configured
+		// maximum instead of shared AIMD state keyed by a URL.
+		p.fn = deps.Function
+		if p.fn == nil {
+			p.fn = Identity{}
+		}
+		p.limiter = flow.NewAIMD(flow.Config{Initial: c.Max, Min: c.Max, Max: c.Max})
+	} else {
+		if fnSpec.Mode == pipelines.ModeBatch && fnSpec.Batch != nil {
+			p.maxEvents, p.linger = max(fnSpec.Batch.MaxEvents, 1), fnSpec.Batch.Linger.D()
+		}
+		if p.hooks != nil && fnSpec.Mode == pipelines.ModeBatch {
+			return nil, fmt.Errorf("pipeline %s: hooks are not available in batch mode", id)
+		}
+		p.fn = deps.Function
+		if p.fn == nil {
+			fn, err := invoke.NewHTTP(invoke.HTTPConfig{
+				URL: fnSpec.URL, Mode: fnSpec.Mode, Timeout: fnSpec.Timeout.D(), Headers: secretMap(fnSpec.Headers),
+			})
+			if err != nil {
+				return nil, fmt.Errorf("pipeline %s: function: %w", id, err)
+			}
+			p.fn = fn
+		}
+		p.limiter = deps.Limiters.For(fnSpec.URL, flow.Config{
+			Initial: c.Initial, Min: c.Min, Max: c.Max, Backoff: c.Backoff, LatencyThreshold: c.LatencyThreshold.D(),
+			Recorder: deps.Metrics.Limiter(fnSpec.URL),
+		})
+	}
 	p.sched = consumer.NewScheduler[*item](p.ordering, p.creditFor(p.limiter.Limit()))
 
 	kind, err := SourceKind(spec.Spec.Source)
@@ -284,7 +294,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	}
 	p.rec.SetConnected(true)
 	p.setState(StateRunning, nil)
-	p.log.Info("pipeline running", "ordering", p.spec.Spec.Delivery.Ordering, "function", p.spec.Spec.Function.URL)
+	p.log.Info("pipeline running", "ordering", p.spec.Spec.Delivery.Ordering, "function", p.FunctionURL())
 
 	// work is cancelled only for a hard stop, after the drain deadline.
 	work, hardStop := context.WithCancel(context.WithoutCancel(ctx))
@@ -754,5 +764,11 @@ func (p *Pipeline) SourceKind() string {
 	return k
 }
 
-// FunctionURL is the function endpoint.
-func (p *Pipeline) FunctionURL() string { return p.spec.Spec.Function.URL }
+// FunctionURL is the function endpoint; "" for a pipeline without a
+// function.
+func (p *Pipeline) FunctionURL() string {
+	if f := p.spec.Spec.Function; f != nil {
+		return f.URL
+	}
+	return ""
+}
