@@ -131,42 +131,6 @@ func TestTagSelector(t *testing.T) {
 	expectNothing(t, src, 2*time.Second)
 }
 
-// TestSQLSelector: SQL92 filtering works where the broker enables it, and
-// Connect fails with a configuration error naming the setting where it
-// does not (the test broker runs without enablePropertyFilter).
-func TestSQLSelector(t *testing.T) {
-	f := newFixture(t, 1)
-	p := rocketmqtest.NewProducer(t, f.ns)
-	evs := events(t, 3)
-	for i, ev := range evs {
-		m := rocketmqtest.Message(t, f.topic, ev)
-		m.WithProperty("color", []string{"red", "blue", "red"}[i])
-		p.Send(t, m, 0)
-	}
-	spec := f.spec()
-	spec.SQL = "color = 'red'"
-	src := newTestSource(t, spec, connectorsOptions(0))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := src.Connect(ctx)
-	defer src.Close(context.Background())
-	if err != nil {
-		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "enablePropertyFilter=true") {
-			t.Fatalf("Connect = %v, want ErrConfig naming enablePropertyFilter", err)
-		}
-		t.Logf("this broker does not filter by SQL92: %v", err)
-		return
-	}
-	for _, want := range []int{0, 2} {
-		msg, ack := readOne(t, src)
-		if msg.Event.ID() != evs[want].ID() {
-			t.Fatalf("got %s, want %s", msg.Event.ID(), evs[want].ID())
-		}
-		_ = ack(context.Background(), nil)
-	}
-	expectNothing(t, src, 2*time.Second)
-}
-
 // TestStartLatest: a new group with start: latest skips what was there
 // before Connect and gets what is sent after it returns.
 func TestStartLatest(t *testing.T) {

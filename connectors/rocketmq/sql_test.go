@@ -1,0 +1,100 @@
+package rocketmq
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	"github.com/sluicehq/sluice/connectors/rocketmq/rocketmqtest"
+)
+
+// TestSQLSelector: the broker (scripts/brokers.sh runs it with
+// enablePropertyFilter=true) evaluates an SQL92 selector over user
+// properties, and the source gets exactly the matching messages, in queue
+// order: numbers compared as numbers, a missing property never matches.
+func TestSQLSelector(t *testing.T) {
+	f := newFixture(t, 2)
+	type props struct{ a, region string } // "" = property not set
+	cases := []props{
+		{"7", "eu"},  // match
+		{"3", "eu"},  // a too small
+		{"9", "us"},  // wrong region
+		{"6", "eu"},  // match
+		{"", "eu"},   // no a
+		{"8", ""},    // no region
+		{"5", "eu"},  // a > 5 is strict
+		{"12", "eu"}, // match: 12 > 5 numerically ("12" < "5" as strings)
+		{"10", "EU"}, // string comparison is case-sensitive
+	}
+	want := map[int]bool{0: true, 3: true, 7: true}
+	evs := events(t, len(cases))
+	p := rocketmqtest.NewProducer(t, f.ns)
+	for i, c := range cases {
+		m := rocketmqtest.Message(t, f.topic, evs[i])
+		if c.a != "" {
+			m.WithProperty("a", c.a)
+		}
+		if c.region != "" {
+			m.WithProperty("region", c.region)
+		}
+		p.Send(t, m, i) // both queues hold matching and other messages
+	}
+
+	spec := f.spec()
+	spec.SQL = "a > 5 AND region = 'eu'"
+	src := newTestSource(t, spec, connectorsOptions(0))
+	connect(t, src)
+	got := map[int]bool{}
+	lastInQueue := map[string]int{}
+	for range want {
+		msg, ack := readOne(t, src)
+		i := eventIndex(t, evs, msg.Event.ID())
+		if !want[i] || got[i] {
+			t.Fatalf("got event %d (%+v), duplicate=%v; want each of %v once", i, cases[i], got[i], want)
+		}
+		got[i] = true
+		if last, ok := lastInQueue[msg.Lane]; ok && last > i {
+			t.Errorf("lane %s: event %d after %d", msg.Lane, i, last)
+		}
+		lastInQueue[msg.Lane] = i
+		if err := ack(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectNothing(t, src, 3*time.Second)
+}
+
+// TestSQLSelectorInvalid: an expression the broker cannot compile fails
+// Connect with ErrConfig carrying the broker's reason, instead of a
+// consumer whose every pull the broker refuses.
+func TestSQLSelectorInvalid(t *testing.T) {
+	f := newFixture(t, 1)
+	spec := f.spec()
+	spec.SQL = "a > AND region"
+	src := newTestSource(t, spec, connectorsOptions(0))
+	defer func() { _ = src.Close(context.Background()) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := src.Connect(ctx)
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "refuses the SQL92 subscription") ||
+		!strings.Contains(err.Error(), "ParseException") {
+		t.Fatalf("Connect = %v, want ErrConfig: broker refuses the SQL92 subscription, with its ParseException", err)
+	}
+	t.Logf("Connect: %v", err)
+}
+
+// eventIndex is the index of the event with id in evs.
+func eventIndex(t *testing.T, evs []cloudevents.Event, id string) int {
+	t.Helper()
+	for i, ev := range evs {
+		if ev.ID() == id {
+			return i
+		}
+	}
+	t.Fatalf("unknown event id %s", id)
+	return -1
+}
