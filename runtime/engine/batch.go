@@ -14,7 +14,7 @@ import (
 	"github.com/sluicehq/sluice/sinks"
 )
 
-// batchLoop is dispatchLoop for function.mode batch: it gathers ready
+// batchLoop dispatches for function.mode batch: it gathers ready
 // events into batches of up to maxEvents, waiting at most linger after the
 // first, and runs each batch in its own goroutine. Every event of a batch
 // holds its lane or key until the whole batch is done, so ordering modes

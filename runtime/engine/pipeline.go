@@ -306,16 +306,19 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 	readErr := make(chan error, 1)
 	dispatched := make(chan struct{})
 	go func() { readErr <- p.readLoop(readCtx) }()
-	go func() {
-		defer close(dispatched)
-		if p.maxEvents > 1 {
+	var pool *workerPool // single-event mode only
+	if p.maxEvents > 1 {
+		go func() {
+			defer close(dispatched)
 			p.batchLoop(work, &workers)
-		} else {
-			p.dispatchLoop(work, &workers)
-		}
-	}()
+		}()
+	} else {
+		close(dispatched) // the pool's workers pop for themselves
+		pool = &workerPool{wg: &workers, work: func() { p.work(work) }}
+		pool.grow(p.creditFor(p.limiter.Limit()))
+	}
 	creditDone := make(chan struct{})
-	go func() { defer close(creditDone); p.followLimit(readCtx) }()
+	go func() { defer close(creditDone); p.followLimit(readCtx, pool) }()
 
 	var runErr error
 	select {
@@ -378,8 +381,9 @@ func (p *Pipeline) waitIdle(d time.Duration) bool {
 	return true
 }
 
-// followLimit keeps the read-ahead credit at about twice the AIMD limit.
-func (p *Pipeline) followLimit(ctx context.Context) {
+// followLimit keeps the read-ahead credit at about twice the AIMD limit,
+// and the worker pool (nil in batch mode) as large as the credit.
+func (p *Pipeline) followLimit(ctx context.Context, pool *workerPool) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	last := 0
@@ -390,6 +394,14 @@ func (p *Pipeline) followLimit(ctx context.Context) {
 		case <-t.C:
 			if c := p.creditFor(p.limiter.Limit()); c != last {
 				p.sched.SetCredit(c)
+				// The source's own fetching follows too, so that what the
+				// broker client buffers shrinks and grows with the limit.
+				if cf, ok := p.src.(connectors.CreditFollower); ok {
+					cf.SetCredit(c)
+				}
+				if pool != nil {
+					pool.grow(c)
+				}
 				last = c
 			}
 		}
@@ -420,20 +432,44 @@ func (p *Pipeline) readLoop(ctx context.Context) error {
 	}
 }
 
-// dispatchLoop starts one goroutine per ready event. Their number is bounded
-// by the scheduler's credit; invocations are bounded by the limiter.
-func (p *Pipeline) dispatchLoop(ctx context.Context, workers *sync.WaitGroup) {
+// workerPool runs single-event processing on long-lived workers that pop
+// from the scheduler themselves. A goroutine per event grew a fresh stack
+// in the HTTP path for every event (morestack/copystack) and cost a start,
+// an exit and an extra hand-off; a worker keeps its grown stack.
+//
+// The pool grows to the scheduler's credit — the most events that can be
+// ready or running at once, so no ready event ever waits for a worker — and
+// never shrinks: an idle worker is one goroutine parked in Pop. Run owns
+// it: grow is called by one goroutine at a time (Run, then followLimit,
+// which returns before Run waits), every worker is counted in wg, and all
+// of them return once the scheduler is closed.
+type workerPool struct {
+	wg   *sync.WaitGroup
+	work func() // a worker's whole life: returns when the scheduler closes
+	size int
+}
+
+// grow starts workers until there are n.
+func (w *workerPool) grow(n int) {
+	for ; w.size < n; w.size++ {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.work()
+		}()
+	}
+}
+
+// work is one pool worker: it processes ready events until the scheduler
+// closes. ctx is cancelled only for a hard stop.
+func (p *Pipeline) work(ctx context.Context) {
 	for {
 		t, err := p.sched.Pop(context.Background())
 		if err != nil {
 			return
 		}
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			p.process(ctx, t.Value)
-			p.sched.Done(t)
-		}()
+		p.process(ctx, t.Value)
+		p.sched.Done(t)
 	}
 }
 
