@@ -35,6 +35,7 @@ RMQ_NAMESRV_PORT=9876
 RMQ_BROKER_PORT=10911
 RMQ_CLUSTER=DefaultCluster
 RABBIT_PORT=5672
+RABBIT_TLS_PORT=5671
 PG_PORT=5433
 PG_DB=sluice
 PG_USER=sluice
@@ -576,6 +577,60 @@ rocketmq_topic() { # TOPIC [QUEUES]
 }
 
 # ----------------------------------------------------------------------------
+# Test CA and server certificate (TLS listeners of the brokers)
+
+TLS_DIR="$STATE/tls"
+
+# tls_valid DIR: the CA and server certificate in DIR exist, the server's is issued by the CA
+# for 127.0.0.1, and neither expires within a week.
+tls_valid() {
+  local d=$1
+  [[ -s "$d/ca.pem" && -s "$d/server.pem" && -s "$d/server.key" ]] || return 1
+  openssl verify -CAfile "$d/ca.pem" -verify_ip "$HOST" -purpose sslserver "$d/server.pem" >/dev/null 2>&1 &&
+    openssl x509 -checkend 604800 -noout -in "$d/ca.pem" >/dev/null 2>&1 &&
+    openssl x509 -checkend 604800 -noout -in "$d/server.pem" >/dev/null 2>&1
+}
+
+# tls_generate DIR: a new CA and server certificate in DIR (openssl's output on stdout/stderr).
+tls_generate() {
+  local d=$1
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$d/ca.key" -out "$d/ca.pem" -days 3650 -subj "/CN=Sluice test CA $(hostname -s)" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$d/server.key" -out "$d/server.csr" -subj "/CN=localhost" &&
+    printf '%s\n' "subjectAltName=IP:$HOST,DNS:localhost" "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$d/server.ext" &&
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+      -set_serial "0x$(openssl rand -hex 12)" -days 3650 -extfile "$d/server.ext" -out "$d/server.pem" &&
+    rm -f "$d/server.csr" "$d/server.ext" &&
+    chmod 600 "$d/ca.key" "$d/server.key" &&
+    chmod 644 "$d/ca.pem" "$d/server.pem"
+}
+
+# tls_certs: make sure $TLS_DIR holds a test CA (ca.pem, ca.key) and a server certificate it
+# issued (server.pem, server.key; SAN 127.0.0.1 and localhost, 10 years). Generated once, with
+# openssl, into a temporary dir that then replaces the old one, so a reader never sees half a set.
+tls_certs() {
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  tls_valid "$TLS_DIR" && return 0
+  local tmp t0
+  t0=$(now_ms)
+  mkdir -p "$STATE"
+  tmp=$(mktemp -d "$STATE/tls.XXXXXX")
+  if ! tls_generate "$tmp" >"$tmp/openssl.log" 2>&1 || ! tls_valid "$tmp"; then
+    show_logs "$tmp/openssl.log"
+    rm -rf "$tmp"
+    die "tls: generating the test CA and server certificate failed"
+  fi
+  rm -f "$tmp/openssl.log"
+  chmod 755 "$tmp"
+  rm -rf "$TLS_DIR"
+  mv "$tmp" "$TLS_DIR"
+  say "tls       test CA and server certificate generated in $TLS_DIR in $(elapsed "$t0")"
+}
+
+# ----------------------------------------------------------------------------
 # Service users (RabbitMQ and PostgreSQL run as their own users when we are root)
 
 # svc_dir NAME USER -> a state dir for NAME that USER can write. It is $STATE/NAME when
@@ -627,6 +682,7 @@ rabbit_env() {
   chown -R rabbitmq: "$RABBIT_DIR" 2>/dev/null || true
   export RABBITMQ_NODE_IP_ADDRESS=$HOST RABBITMQ_NODE_PORT=$RABBIT_PORT
   export RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log"
+  export RABBITMQ_CONFIG_FILE="$RABBIT_DIR/rabbitmq.conf" # rabbit_render writes it
   export ERL_EPMD_ADDRESS=$HOST
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
   RABBIT_LOG="$RABBIT_DIR/log/rabbit@$(hostname -s).log"
@@ -637,6 +693,28 @@ rabbit_installed() { command -v rabbitmqctl >/dev/null 2>&1 && command -v rabbit
 
 rabbit_running() { # node up and booted (fast no when the port is closed)
   rabbit_installed && port_open "$HOST" "$RABBIT_PORT" && rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1
+}
+
+# rabbit_render: the node's configuration (scripts/brokers/rabbitmq/rabbitmq.conf.in: the TLS
+# listener) and its copy of the test certificates, readable by the rabbitmq user (which may
+# not reach $STATE). Files are rewritten only when they change.
+rabbit_render() {
+  local f conf
+  mkdir -p "$RABBIT_DIR/tls"
+  for f in ca.pem server.pem server.key; do
+    cmp -s "$TLS_DIR/$f" "$RABBIT_DIR/tls/$f" || cp "$TLS_DIR/$f" "$RABBIT_DIR/tls/$f"
+  done
+  chmod 600 "$RABBIT_DIR/tls/server.key"
+  conf=$(sed -e "s|@TLS_PORT@|$RABBIT_TLS_PORT|g" -e "s|@TLS_DIR@|$RABBIT_DIR/tls|g" "$ASSETS/rabbitmq/rabbitmq.conf.in")
+  [[ "$(cat "$RABBIT_DIR/rabbitmq.conf" 2>/dev/null)" == "$conf" ]] || printf '%s\n' "$conf" >"$RABBIT_DIR/rabbitmq.conf"
+  if is_root; then chown -R rabbitmq: "$RABBIT_DIR/tls" "$RABBIT_DIR/rabbitmq.conf"; fi
+}
+
+# rabbit_tls_ok: the AMQPS listener completes a TLS handshake whose certificate verifies against
+# the test CA for 127.0.0.1.
+rabbit_tls_ok() {
+  timeout 10 openssl s_client -connect "$HOST:$RABBIT_TLS_PORT" -CAfile "$TLS_DIR/ca.pem" \
+    -verify_return_error -verify_ip "$HOST" </dev/null >"$RABBIT_DIR/tls-probe.log" 2>&1
 }
 
 # AMQP 0-9-1 greeting: the server must answer the protocol header with a Connection.Start frame.
@@ -654,11 +732,18 @@ rabbitmq_start() {
   until=$((t0 + DEADLINE * 1000))
   rabbit_installed || apt_install rabbitmq-server
   rabbit_env
+  tls_certs
+  rabbit_render
   if rabbit_running && amqp_greets; then
-    say "rabbitmq  already running at $HOST:$RABBIT_PORT, checked in $(elapsed "$t0")"
-    return 0
+    if rabbit_tls_ok; then
+      say "rabbitmq  already running at $HOST:$RABBIT_PORT (TLS :$RABBIT_TLS_PORT), checked in $(elapsed "$t0")"
+      return 0
+    fi
+    # Started with an older configuration or certificate: restart once to pick them up.
+    warn "rabbitmq: running, but no TLS listener verifying against $TLS_DIR/ca.pem on $HOST:$RABBIT_TLS_PORT; restarting it"
+    rabbitmq_stop
   fi
-  refuse_foreign_port rabbitmq "$RABBIT_LOG" "$RABBIT_PORT"
+  refuse_foreign_port rabbitmq "$RABBIT_LOG" "$RABBIT_PORT" "$RABBIT_TLS_PORT"
   printf '\n===== %s: rabbitmq-server -detached (brokers.sh) =====\n' "$(date -Is)" >>"$RABBIT_START_LOG"
   rabbitmq-server -detached >>"$RABBIT_START_LOG" 2>&1 || fail rabbitmq "rabbitmq-server -detached failed" "$RABBIT_START_LOG" "$RABBIT_LOG"
   # await_startup exits 69 until the node has registered; loop on it.
@@ -674,9 +759,13 @@ rabbitmq_start() {
     (($(now_ms) < until)) || fail rabbitmq "node booted but no AMQP greeting on $HOST:$RABBIT_PORT" "$RABBIT_START_LOG" "$RABBIT_LOG"
     sleep 0.3
   done
+  while ! rabbit_tls_ok; do
+    (($(now_ms) < until)) || fail rabbitmq "no verified TLS handshake on $HOST:$RABBIT_TLS_PORT" "$RABBIT_DIR/tls-probe.log" "$RABBIT_START_LOG" "$RABBIT_LOG"
+    sleep 0.3
+  done
   rabbitmqctl -q authenticate_user guest guest >/dev/null 2>&1 ||
     fail rabbitmq "user guest/guest cannot authenticate" "$RABBIT_START_LOG" "$RABBIT_LOG"
-  say "rabbitmq  ready in $(elapsed "$t0") at amqp://guest:guest@$HOST:$RABBIT_PORT/ (log $RABBIT_LOG)"
+  say "rabbitmq  ready in $(elapsed "$t0") at amqp://guest:guest@$HOST:$RABBIT_PORT/ and amqps://guest:guest@$HOST:$RABBIT_TLS_PORT/ (CA $TLS_DIR/ca.pem; log $RABBIT_LOG)"
 }
 
 rabbitmq_stop() {
@@ -684,7 +773,7 @@ rabbitmq_stop() {
   rabbit_env
   port_open "$HOST" "$RABBIT_PORT" || rabbitmqctl -q status >/dev/null 2>&1 || return 0
   rabbitmqctl -q stop >>"$RABBIT_START_LOG" 2>&1 || warn "rabbitmq: rabbitmqctl stop failed (log $RABBIT_START_LOG)"
-  wait_port_free rabbitmq "$RABBIT_PORT"
+  wait_port_free rabbitmq "$RABBIT_PORT" "$RABBIT_TLS_PORT"
 }
 
 rabbitmq_status() {
@@ -696,7 +785,7 @@ rabbitmq_status() {
   if rabbit_running; then
     local pid
     pid=$(cat "$RABBIT_DIR/mnesia/rabbit@$(hostname -s).pid" 2>/dev/null) || pid="?"
-    say "rabbitmq  running  pid $pid  $HOST:$RABBIT_PORT  log $RABBIT_LOG"
+    say "rabbitmq  running  pid $pid  $HOST:$RABBIT_PORT (TLS :$RABBIT_TLS_PORT)  log $RABBIT_LOG"
   else
     say "rabbitmq  stopped"
     return 1
@@ -949,6 +1038,8 @@ case "$CMD" in
     say "SLUICE_KAFKA_BROKERS=$HOST:$KAFKA_PORT"
     say "SLUICE_ROCKETMQ_NAMESRV=$HOST:$RMQ_NAMESRV_PORT"
     say "SLUICE_RABBITMQ_URL=amqp://guest:guest@$HOST:$RABBIT_PORT/"
+    say "SLUICE_RABBITMQ_TLS_URL=amqps://guest:guest@$HOST:$RABBIT_TLS_PORT/"
+    say "SLUICE_TLS_CA=$TLS_DIR/ca.pem"
     say "SLUICE_POSTGRES_URL=postgres://$PG_USER:$PG_PASSWORD@$HOST:$PG_PORT/$PG_DB?sslmode=disable"
     ;;
   -h | --help | help)
