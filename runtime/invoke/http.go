@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -65,6 +67,9 @@ type HTTPFunction struct {
 	owned     *http.Transport // non-nil when the client is ours
 	maxBody   int64
 	userAgent []string
+	// bufs recycles the JSON bodies of structured and batch calls (see
+	// pooledBody); binary bodies are the events' own data.
+	bufs sync.Pool
 }
 
 var _ Function = (*HTTPFunction)(nil)
@@ -142,9 +147,14 @@ func (f *HTTPFunction) Invoke(ctx context.Context, in []cloudevents.Event) (Resu
 		callCtx, cancel = context.WithTimeout(ctx, f.timeout)
 		defer cancel()
 	}
-	req, tr, err := f.newRequest(callCtx, in)
+	req, tr, reqBody, err := f.newRequest(callCtx, in)
 	if err != nil {
 		return Result{}, err
+	}
+	if reqBody != nil {
+		// No GetBody after Do returns: the transport's readers are the
+		// only other holders left.
+		defer reqBody.release()
 	}
 	resp, err := f.client.Do(req)
 	if err != nil {
@@ -173,26 +183,28 @@ func (f *HTTPFunction) Invoke(ctx context.Context, in []cloudevents.Event) (Resu
 }
 
 // newRequest builds the POST without re-parsing the URL on every call.
-func (f *HTTPFunction) newRequest(ctx context.Context, in []cloudevents.Event) (*http.Request, trace, error) {
+// body is non-nil when the request body is a pooled buffer: the caller
+// releases it once Do has returned.
+func (f *HTTPFunction) newRequest(ctx context.Context, in []cloudevents.Event) (*http.Request, trace, *pooledBody, error) {
 	var (
 		h    http.Header
-		body []byte
+		data []byte
 		tr   trace
 		err  error
 	)
 	switch f.mode {
 	case pipelines.ModeBinary:
-		h, body, err = encodeBinary(&in[0], len(f.headers)+1)
+		h, data, err = encodeBinary(&in[0], len(f.headers)+1)
 		tr = traceOf(&in[0])
 	case pipelines.ModeStructured:
-		h, body, err = encodeStructured(&in[0], len(f.headers)+1)
+		h, data, err = encodeStructured(&in[0], f.buffer(), len(f.headers)+1)
 		tr = traceOf(&in[0])
 	default:
-		h, body, err = encodeBatch(in, len(f.headers)+1)
+		h, data, err = encodeBatch(in, f.buffer(), len(f.headers)+1)
 		tr = batchTrace(in)
 	}
 	if err != nil {
-		return nil, trace{}, err
+		return nil, trace{}, nil, err
 	}
 	for k, v := range f.headers {
 		if _, set := h[k]; !set {
@@ -213,9 +225,91 @@ func (f *HTTPFunction) newRequest(ctx context.Context, in []cloudevents.Event) (
 		Header:     h,
 		Host:       f.url.Host,
 	}
-	setBody(req, body)
-	return req.WithContext(ctx), tr, nil
+	var body *pooledBody
+	if f.mode == pipelines.ModeBinary || len(data) == 0 {
+		setBody(req, data)
+	} else {
+		body = &pooledBody{buf: data, put: f.recycle}
+		body.refs.Store(1) // the caller's
+		req.ContentLength = int64(len(data))
+		req.Body = body.open()
+		req.GetBody = func() (io.ReadCloser, error) { return body.open(), nil }
+	}
+	return req.WithContext(ctx), tr, body, nil
 }
+
+// maxPooledBody bounds the buffers kept for reuse, so that one huge batch
+// does not pin its memory.
+const maxPooledBody = 4 << 20
+
+// buffer returns a recycled body buffer, or nil.
+func (f *HTTPFunction) buffer() []byte {
+	if b, ok := f.bufs.Get().(*[]byte); ok {
+		return *b
+	}
+	return nil
+}
+
+func (f *HTTPFunction) recycle(b []byte) {
+	if cap(b) <= maxPooledBody {
+		b = b[:0]
+		f.bufs.Put(&b)
+	}
+}
+
+// pooledBody is a request body in a recycled buffer. The buffer goes back
+// to the pool only when Invoke (which holds the first reference) and every
+// reader handed to the transport (Body, and each GetBody) have been
+// released: the transport may close, or even keep reading, a body after
+// Do returns.
+type pooledBody struct {
+	buf  []byte
+	refs atomic.Int32
+	put  func([]byte)
+}
+
+func (b *pooledBody) open() io.ReadCloser {
+	b.refs.Add(1)
+	return &pooledReader{r: bytes.NewReader(b.buf), body: b}
+}
+
+func (b *pooledBody) release() {
+	if b.refs.Add(-1) == 0 {
+		b.put(b.buf)
+	}
+}
+
+// pooledReader reads a pooledBody. Close may come from another goroutine
+// than Read (the transport closes bodies on its own schedule): the mutex
+// makes sure no Read is still copying from the buffer when it is released.
+type pooledReader struct {
+	mu     sync.Mutex
+	r      *bytes.Reader
+	body   *pooledBody
+	closed bool
+}
+
+func (r *pooledReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, errBodyClosed
+	}
+	return r.r.Read(p)
+}
+
+func (r *pooledReader) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed {
+		r.closed = true
+		r.body.release()
+	}
+	return nil
+}
+
+// errBodyClosed is what a request body read after its Close returns.
+var errBodyClosed = errors.New("invoke: request body read after close")
 
 func setBody(req *http.Request, body []byte) {
 	if len(body) == 0 {
