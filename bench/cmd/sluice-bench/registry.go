@@ -7,6 +7,7 @@ import (
 	"github.com/sluicehq/sluice/bench/b4"
 	"github.com/sluicehq/sluice/bench/b5"
 	"github.com/sluicehq/sluice/bench/b6"
+	"github.com/sluicehq/sluice/bench/b7"
 	"github.com/sluicehq/sluice/bench/b8scenario"
 	"github.com/sluicehq/sluice/bench/internal/harness"
 )
@@ -23,6 +24,7 @@ func scenarios() []harness.Scenario {
 		b4.Scenario(),
 		b5.Scenario(),
 		b6.Scenario(),
+		b7.Scenario(),
 		b8scenario.Scenario(),
 	}
 }

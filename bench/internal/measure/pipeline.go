@@ -17,7 +17,11 @@ type Pipeline struct {
 	Brokers []string
 	Topic   string
 	Group   string
-	URL     string
+	// Source, if set, replaces the Kafka source (Brokers, Topic, Group):
+	// one YAML flow mapping put under `source:`, such as
+	// `rabbitmq: {url: "amqp://…", queue: q}`.
+	Source string
+	URL    string
 	// Mode is binary (default) or batch.
 	Mode string
 	// BatchMax is function.batch.maxEvents in batch mode (0: Sluice's default).
@@ -39,8 +43,12 @@ func (p Pipeline) Fixed(n int) Pipeline {
 func (p Pipeline) YAML() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "apiVersion: sluice.dev/v1\nkind: Pipeline\nmetadata: {name: %s, tenant: bench}\nspec:\n", p.Name)
-	fmt.Fprintf(&b, "  source:\n    kafka: {brokers: [%s], topics: [%s], group: %s, start: earliest}\n",
-		quoteAll(p.Brokers), p.Topic, p.Group)
+	if p.Source != "" {
+		fmt.Fprintf(&b, "  source:\n    %s\n", p.Source)
+	} else {
+		fmt.Fprintf(&b, "  source:\n    kafka: {brokers: [%s], topics: [%s], group: %s, start: earliest}\n",
+			quoteAll(p.Brokers), p.Topic, p.Group)
+	}
 	mode := p.Mode
 	if mode == "" {
 		mode = "binary"

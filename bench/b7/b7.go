@@ -1,0 +1,310 @@
+// Package b7 is benchmark B7: B1's pipeline (a backlog of 1 KiB binary
+// CloudEvents → no-op function → ack, fixed concurrency, unbatched) with
+// a RabbitMQ queue and with a RocketMQ topic as the source, each against
+// that broker's own raw-consume measured in the same run (and raw-http,
+// the function's ceiling, for context). See BENCHMARKS.md and
+// docs/benchmarks.md.
+package b7
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/bench/internal/harness"
+	"github.com/sluicehq/sluice/bench/internal/httpload"
+	"github.com/sluicehq/sluice/bench/internal/kafkaload"
+	"github.com/sluicehq/sluice/bench/internal/measure"
+	"github.com/sluicehq/sluice/bench/internal/procs"
+	"github.com/sluicehq/sluice/bench/internal/rabbitload"
+	"github.com/sluicehq/sluice/bench/internal/rocketload"
+	"github.com/sluicehq/sluice/pipelines"
+)
+
+// DefaultEvents is each broker's backlog (scaled by -events).
+const DefaultEvents = 100_000
+
+// Brokers B7 knows, in the order it measures them.
+const (
+	RabbitMQ = "rabbitmq"
+	RocketMQ = "rocketmq"
+)
+
+// knobs are B7's flags.
+type knobs struct {
+	brokers     string
+	size        int
+	keys        int
+	concurrency int
+	queues      int
+	amqpURL     string
+	nameServer  string
+}
+
+// Scenario is B7.
+func Scenario() harness.Scenario {
+	return harness.Scenario{
+		Name:    "b7",
+		Title:   "RabbitMQ and RocketMQ → no-op function → ack: events/s, CPU, RSS vs each broker's raw-consume",
+		Brokers: []string{RabbitMQ, RocketMQ},
+		Flags: func(fs *flag.FlagSet) harness.Run {
+			k := &knobs{}
+			fs.StringVar(&k.brokers, "b7.brokers", RabbitMQ+","+RocketMQ, "brokers to measure")
+			fs.IntVar(&k.size, "b7.size", 1024, "bytes of data per event")
+			fs.IntVar(&k.keys, "b7.keys", 1000, "distinct partition keys")
+			fs.IntVar(&k.concurrency, "b7.concurrency", 32, "in-flight calls: Sluice's fixed concurrency and raw-http's workers")
+			fs.IntVar(&k.queues, "b7.queues", 8, "queues of the RocketMQ topic (RabbitMQ: one queue)")
+			fs.StringVar(&k.amqpURL, "b7.amqp-url", envOr("SLUICE_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"), "RabbitMQ URL")
+			fs.StringVar(&k.nameServer, "b7.namesrv", envOr("SLUICE_ROCKETMQ_NAMESRV", "127.0.0.1:9876"), "RocketMQ name server")
+			return func(ctx context.Context, env *harness.Env) (*harness.Report, error) {
+				return runB7(ctx, env, *k)
+			}
+		},
+	}
+}
+
+// contender is one measured configuration in one run.
+type contender struct {
+	Rate       harness.Num `json:"eventsPerSecond"`
+	CPUPer100k harness.Num `json:"cpuSecondsPer100k"`
+	PeakRSSMiB harness.Num `json:"peakRSSMiB"`
+	Seconds    harness.Num `json:"seconds"`
+	// FnCPUPer100k is the function process's CPU time per 100k events
+	// (NaN where the function is not called).
+	FnCPUPer100k harness.Num `json:"functionCpuSecondsPer100k"`
+}
+
+// run is one run of one broker: its raw-consume, raw-http and Sluice.
+type run struct {
+	RawConsume contender `json:"rawConsume"`
+	RawHTTP    contender `json:"rawHTTP"`
+	Sluice     contender `json:"sluice"`
+}
+
+// bench is what every measurement of a B7 invocation shares.
+type bench struct {
+	env *harness.Env
+	k   knobs
+	ev  kafkaload.Events
+	fn  *procs.Function
+}
+
+func runB7(ctx context.Context, env *harness.Env, k knobs) (*harness.Report, error) {
+	brokers := splitList(k.brokers)
+	for _, b := range brokers {
+		if b != RabbitMQ && b != RocketMQ {
+			return nil, fmt.Errorf("b7: unknown broker %q (want %s or %s)", b, RabbitMQ, RocketMQ)
+		}
+	}
+	rocketload.QuietLogs(env.Log)
+	fn, err := procs.StartFunction(ctx, env.Function, []string{"-noop"}, filepath.Join(env.WorkDir, "function.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = fn.Stop(10 * time.Second) }()
+	b := &bench{env: env, k: k, ev: kafkaload.Events{N: env.EventsOr(DefaultEvents), Size: k.size, Keys: k.keys}, fn: fn}
+	results := map[string][]run{}
+	var done []string
+	for _, broker := range brokers {
+		var runs []run
+		switch broker {
+		case RabbitMQ:
+			runs, err = b.rabbit(ctx)
+		case RocketMQ:
+			runs, err = b.rocket(ctx)
+		}
+		if err != nil {
+			// The brokers measured so far are still reported.
+			return report(env, k, b.ev, done, results), fmt.Errorf("%s: %w", broker, err)
+		}
+		results[broker] = runs
+		done = append(done, broker)
+	}
+	return report(env, k, b.ev, done, results), nil
+}
+
+// rabbit measures RabbitMQ. Consuming a queue empties it, so each
+// contender of each run gets its own queue, filled just before it runs and
+// deleted after.
+func (b *bench) rabbit(ctx context.Context) ([]run, error) {
+	n := int64(b.ev.N)
+	url := b.k.amqpURL
+	backlog := func(queue string) (func(), error) {
+		drop := func() {
+			if err := rabbitload.DeleteQueue(url, queue); err != nil {
+				fmt.Fprintln(b.env.Log, "warning:", err)
+			}
+		}
+		if err := rabbitload.DeclareQueue(url, queue); err != nil {
+			return nil, err
+		}
+		if err := rabbitload.Produce(ctx, url, queue, b.ev, b.env.Progress); err != nil {
+			drop()
+			return nil, err
+		}
+		return drop, nil
+	}
+	var runs []run
+	for r := 1; r <= b.env.Runs; r++ {
+		tag := fmt.Sprintf("r%d", r)
+		var res run
+		queue := b.env.ID + "-" + tag + "-raw"
+		drop, err := backlog(queue)
+		if err != nil {
+			return nil, err
+		}
+		rc, err := rabbitload.RawConsume(ctx, url, queue, n, pipelines.DefaultWindow, "rabbitmq "+tag+" raw-consume", b.env.Progress)
+		drop()
+		if err != nil {
+			return nil, err
+		}
+		res.RawConsume = baseline(rc)
+		if res.RawHTTP, err = b.rawHTTP(ctx, "rabbitmq "+tag+" raw-http"); err != nil {
+			return nil, err
+		}
+		queue = b.env.ID + "-" + tag + "-sluice"
+		if drop, err = backlog(queue); err != nil {
+			return nil, err
+		}
+		res.Sluice, err = b.sluice(ctx, "b7-rabbitmq", fmt.Sprintf("rabbitmq: {url: %q, queue: %s}", url, queue), "rabbitmq "+tag+" sluice")
+		drop()
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, res)
+	}
+	return runs, nil
+}
+
+// rocket measures RocketMQ. Consumers leave a topic as it was, so it is
+// filled once; each contender of each run reads it with a fresh group
+// from the first offset.
+func (b *bench) rocket(ctx context.Context) ([]run, error) {
+	n := int64(b.ev.N)
+	ns, topic := b.k.nameServer, strings.ReplaceAll(b.env.ID, ".", "_")
+	if err := rocketload.CreateTopic(ctx, ns, topic, b.k.queues); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := rocketload.DeleteTopic(context.WithoutCancel(ctx), ns, topic); err != nil {
+			fmt.Fprintln(b.env.Log, "warning:", err)
+		}
+	}()
+	if err := rocketload.Produce(ctx, ns, topic, b.ev, b.env.Progress); err != nil {
+		return nil, err
+	}
+	dropGroup := func(group string) {
+		if err := rocketload.DeleteGroup(context.WithoutCancel(ctx), ns, group); err != nil {
+			fmt.Fprintln(b.env.Log, "warning:", err)
+		}
+	}
+	var runs []run
+	for r := 1; r <= b.env.Runs; r++ {
+		tag := fmt.Sprintf("r%d", r)
+		var res run
+		group := topic + "-" + tag + "-raw"
+		rc, err := rocketload.RawConsume(ctx, ns, topic, group, n, pipelines.DefaultWindow, "rocketmq "+tag+" raw-consume", b.env.Progress)
+		dropGroup(group)
+		if err != nil {
+			return nil, err
+		}
+		res.RawConsume = baseline(rc)
+		if res.RawHTTP, err = b.rawHTTP(ctx, "rocketmq "+tag+" raw-http"); err != nil {
+			return nil, err
+		}
+		group = topic + "-" + tag + "-sluice"
+		res.Sluice, err = b.sluice(ctx, "b7-rocketmq",
+			fmt.Sprintf("rocketmq: {nameServers: [%q], topic: %s, group: %s, start: earliest}", ns, topic, group),
+			"rocketmq "+tag+" sluice")
+		dropGroup(group)
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, res)
+	}
+	return runs, nil
+}
+
+// pipeline is B7's Sluice pipeline over source: the no-op function,
+// ordering none, fixed concurrency, Sluice's default window (which is the
+// prefetch and per-queue window the raw-consume baselines get).
+func (b *bench) pipeline(name, source string) measure.Pipeline {
+	return measure.Pipeline{Name: name, Source: source, URL: b.fn.URL, Ordering: "none"}.Fixed(b.k.concurrency)
+}
+
+// sluice runs Sluice over source until it acknowledged the whole backlog.
+func (b *bench) sluice(ctx context.Context, name, source, label string) (contender, error) {
+	pl := b.pipeline(name, source)
+	return fnCPU(b.fn, b.ev.N, func() (contender, error) {
+		r, err := measure.Sluice(ctx, b.env.Sluice, b.env.WorkDir, pl, b.fn, measure.Opts{Target: int64(b.ev.N), Label: label}, b.env.Progress)
+		if err != nil {
+			return contender{}, fmt.Errorf("%s: %w", label, err)
+		}
+		if ok := r.Outcome(pl.ID(), "succeeded"); ok < float64(b.ev.N) {
+			fmt.Fprintf(b.env.Log, "warning: %s: only %.0f of %d events succeeded\n", label, ok, b.ev.N)
+		}
+		return contender{
+			Rate:       harness.Num(r.Rate()),
+			CPUPer100k: harness.Num(r.CPUSeconds / r.Processed * 100_000),
+			PeakRSSMiB: harness.Num(float64(r.PeakRSS) / (1 << 20)),
+			Seconds:    harness.Num(r.End.Sub(r.First).Seconds()),
+		}, nil
+	})
+}
+
+// rawHTTP posts the same events to the function with the same concurrency.
+func (b *bench) rawHTTP(ctx context.Context, label string) (contender, error) {
+	return fnCPU(b.fn, b.ev.N, func() (contender, error) {
+		rh, err := httpload.Run(ctx, httpload.Load{URL: b.fn.URL, Events: b.ev, Concurrency: b.k.concurrency, Label: label}, b.env.Progress)
+		if err != nil {
+			return contender{}, fmt.Errorf("%s: %w", label, err)
+		}
+		return baseline(kafkaload.Result{Events: rh.Events, First: rh.First, Last: rh.Last, CPUSeconds: rh.CPUSeconds}), nil
+	})
+}
+
+// fnCPU measures the function's CPU time around f, per 100k events.
+func fnCPU(fn *procs.Function, events int, f func() (contender, error)) (contender, error) {
+	u0, err := fn.Usage()
+	if err != nil {
+		return contender{}, err
+	}
+	c, err := f()
+	if err != nil {
+		return c, err
+	}
+	u1, err := fn.Usage()
+	if err != nil {
+		return c, err
+	}
+	c.FnCPUPer100k = harness.Num((u1.CPUSeconds - u0.CPUSeconds) / float64(events) * 100_000)
+	return c, nil
+}
+
+// baseline is a contender measured inside the bench process.
+func baseline(r kafkaload.Result) contender {
+	return contender{Rate: harness.Num(r.Rate()), CPUPer100k: harness.Num(r.CPUSeconds / float64(r.Events) * 100_000),
+		PeakRSSMiB: harness.Num(math.NaN()), Seconds: harness.Num(r.Last.Sub(r.First).Seconds()), FnCPUPer100k: harness.Num(math.NaN())}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.ToLower(strings.TrimSpace(p)); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
