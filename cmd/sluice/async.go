@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -45,7 +44,7 @@ func (f *asyncFlags) register(c *cobra.Command) {
 	fs.StringVar(&f.taskStore, "task-store", "", "task store: empty for the embedded store in --data-dir, or a postgres:// URL shared by several instances")
 	fs.StringVar(&f.taskSchema, "task-store-schema", "", "PostgreSQL schema of the task store (default: the connection's search_path)")
 	fs.StringVar(&f.queueURL, "queue", "", "task queue: empty for the embedded NATS JetStream in --data-dir, or nats://host:port of a NATS cluster shared by several instances")
-	fs.StringVar(&f.apiAddr, "api-addr", "", "listen address of the invoke and task APIs (default: served on --admin-addr)")
+	fs.StringVar(&f.apiAddr, "api-addr", "", "listen address of the invoke, task and bus APIs (default: served on --admin-addr; the bus API is served there too)")
 	fs.StringVar(&f.instance, "instance", "", "this instance's name, stable across restarts (default: generated once and kept in --data-dir)")
 	fs.IntVar(&f.workers, "workers", 256, "tasks in progress at once across all tenants, divided among them by weight")
 	fs.BoolVar(&f.syncAlways, "queue-sync-always", false, "fsync every queued task before answering 202 (survives power loss; slower)")
@@ -60,8 +59,9 @@ type asyncRuntime struct {
 	log   *slog.Logger
 	done  chan error // Run's result
 
-	apiSrv *http.Server // nil when the API is served on the admin listener
-	apiErr chan error
+	// ownAPI: the API is served on --api-addr (see startAPI), not on the
+	// admin listener.
+	ownAPI bool
 }
 
 // startAsync opens the task store and queue and runs the service when the
@@ -120,17 +120,7 @@ func startAsync(ctx context.Context, cfg *pipelines.Config, f asyncFlags, deps e
 		a.closeStorage()
 		return nil, err
 	}
-	if f.apiAddr != "" {
-		ln, err := net.Listen("tcp", f.apiAddr)
-		if err != nil {
-			a.closeStorage()
-			return nil, fmt.Errorf("API listener: %w", err)
-		}
-		a.apiSrv = &http.Server{Handler: a.svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
-		a.apiErr = make(chan error, 1)
-		go func() { a.apiErr <- a.apiSrv.Serve(ln) }()
-		log.Info("invoke API listening", "addr", "http://"+ln.Addr().String())
-	}
+	a.ownAPI = f.apiAddr != ""
 	a.done = make(chan error, 1)
 	go func() { a.done <- a.svc.Run(ctx) }()
 	store, q := "embedded", "embedded"
@@ -148,34 +138,30 @@ func startAsync(ctx context.Context, cfg *pipelines.Config, f asyncFlags, deps e
 // mount serves the async API beside the admin API on one listener, unless
 // it has a listener of its own.
 func (a *asyncRuntime) mount(adminAPI http.Handler) http.Handler {
-	if a == nil || a.apiSrv != nil {
+	if a == nil || a.ownAPI {
 		return adminAPI
 	}
-	api := a.svc.Handler()
 	mux := http.NewServeMux()
-	for _, p := range []string{"/v1/functions/", "/v1/tasks", "/v1/tasks/", "/v1/tasks:batch"} {
-		mux.Handle(p, api)
-	}
+	a.routes(mux)
 	mux.Handle("/", adminAPI)
 	return mux
 }
 
+// routes registers the invoke and task API on mux.
+func (a *asyncRuntime) routes(mux *http.ServeMux) {
+	api := a.svc.Handler()
+	for _, p := range []string{"/v1/functions/", "/v1/tasks", "/v1/tasks/", "/v1/tasks:batch"} {
+		mux.Handle(p, api)
+	}
+}
+
 // wait returns once the service stopped (its context ended and it
-// drained), and stops its API listener.
+// drained).
 func (a *asyncRuntime) wait() error {
 	if a == nil {
 		return nil
 	}
-	err := <-a.done
-	if a.apiSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = a.apiSrv.Shutdown(ctx)
-		cancel()
-		if serr := <-a.apiErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-			a.log.Error("API server", "err", serr)
-		}
-	}
-	return err
+	return <-a.done
 }
 
 // close closes the queue and the store, after wait.

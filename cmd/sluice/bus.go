@@ -94,11 +94,11 @@ func (b *busRuntime) components(comps engine.Components) engine.Components {
 	return b.set.Components(comps)
 }
 
-// mount serves the bus API (/v1/buses/...) beside next, with the tenants'
-// API keys when the configuration has tenants.
-func (b *busRuntime) mount(next http.Handler, tenants []*pipelines.Tenant) (http.Handler, error) {
+// api is the bus API (/v1/buses/...), with the tenants' API keys when the
+// configuration has tenants; nil without buses.
+func (b *busRuntime) api(tenants []*pipelines.Tenant) (http.Handler, error) {
 	if b == nil {
-		return next, nil
+		return nil, nil
 	}
 	var opts bus.HandlerOptions
 	if len(tenants) > 0 {
@@ -116,10 +116,22 @@ func (b *busRuntime) mount(next http.Handler, tenants []*pipelines.Tenant) (http
 		}
 		opts.Auth = auth
 	}
-	mux := http.NewServeMux()
-	api := b.set.Handler(opts)
+	return b.set.Handler(opts), nil
+}
+
+// busRoutes registers the bus API on mux.
+func busRoutes(mux *http.ServeMux, api http.Handler) {
 	mux.Handle("/v1/buses", api)
 	mux.Handle("/v1/buses/", api)
+}
+
+// mount serves the bus API (from api) beside next on the admin listener.
+func (b *busRuntime) mount(next, api http.Handler) http.Handler {
+	if b == nil {
+		return next
+	}
+	mux := http.NewServeMux()
+	busRoutes(mux, api)
 	// /readyz also waits for every bus dispatcher and target to run with
 	// a connected source.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -132,7 +144,7 @@ func (b *busRuntime) mount(next http.Handler, tenants []*pipelines.Tenant) (http
 		next.ServeHTTP(w, r)
 	})
 	mux.Handle("/", next)
-	return mux, nil
+	return mux
 }
 
 // wait returns once every bus stopped (its context ended and it drained).

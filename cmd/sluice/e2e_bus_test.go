@@ -1,7 +1,9 @@
 package main
 
-// End-to-end test of the event bus with the real binary: a pipeline's
-// results go through a bus to two targets (examples/bus/fanout/shop.yaml).
+// End-to-end tests of the event bus with the real binary: a pipeline's
+// results go through a bus to two targets (examples/bus/fanout/shop.yaml),
+// and a pipeline without a function feeds a topic's events to a bus
+// (examples/bus/ingest/activity.yaml).
 
 import (
 	"bytes"
@@ -27,13 +29,14 @@ import (
 
 // hookRecorder is the webhook target: it records each event's id and data.
 type hookRecorder struct {
+	path string // the only path it accepts
 	mu   sync.Mutex
 	data map[string][]string // id → data of every delivery
 }
 
 func (h *hookRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ev, err := cehttp.NewEventFromHTTPRequest(r)
-	if err != nil || r.URL.Path != "/hooks/big-orders" {
+	if err != nil || r.URL.Path != h.path {
 		http.Error(w, fmt.Sprint(err), http.StatusBadRequest)
 		return
 	}
@@ -62,7 +65,7 @@ func TestBusFanOutFromPipeline(t *testing.T) {
 	in, results, dlq := testenv.UniqueName(t, "shop-orders"), testenv.UniqueName(t, "shop-results"), testenv.UniqueName(t, "shop-dlq")
 	createTopics(t, brokers, 4, in, results, dlq)
 
-	hooks := &hookRecorder{data: map[string][]string{}}
+	hooks := &hookRecorder{path: "/hooks/big-orders", data: map[string][]string{}}
 	hookSrv := httptest.NewServer(hooks)
 	t.Cleanup(hookSrv.Close)
 	fnAddr := testenv.FreeAddr(t)
@@ -262,6 +265,188 @@ func produceOrders(t *testing.T, brokers []string, topic string, ids []string) {
 				{Key: []byte("ce_id"), Value: []byte(id)},
 				{Key: []byte("ce_source"), Value: []byte("/shop")},
 				{Key: []byte("ce_type"), Value: []byte("com.shop.order.created")},
+				{Key: []byte("content-type"), Value: []byte("application/json")},
+			},
+		})
+	}
+	if err := p.SendMessages(batch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBusFromPipelineWithoutFunction: events on a Kafka topic go through a
+// pipeline without a function straight onto a bus, whose rules send the
+// checkouts to a webhook (reduced to the cart) and every event to a Kafka
+// topic; Sluice is SIGKILLed mid-stream and nothing is lost. Events are
+// also put through the bus API on --api-addr, with the tenant's key.
+func TestBusFromPipelineWithoutFunction(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	in, all, dlq := testenv.UniqueName(t, "activity"), testenv.UniqueName(t, "activity-all"), testenv.UniqueName(t, "activity-dlq")
+	createTopics(t, brokers, 4, in, all, dlq)
+	hooks := &hookRecorder{path: "/hooks/checkouts", data: map[string][]string{}}
+	hookSrv := httptest.NewServer(hooks)
+	t.Cleanup(hookSrv.Close)
+
+	example, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "examples", "bus", "ingest", "activity.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "activity-test-key-0123456789"
+	cfg := strings.NewReplacer(
+		"${env:SHOP_API_KEY}", key,
+		"127.0.0.1:9092", brokers[0],
+		"http://127.0.0.1:8091", hookSrv.URL,
+		"topics: [shop-activity]", "topics: ["+in+"]",
+		"group: shop-activity-ingest", "group: "+testenv.UniqueName(t, "activity-ingest"),
+		"topic: shop-activity-all", "topic: "+all,
+		"topic: shop-activity-dlq", "topic: "+dlq,
+	).Replace(string(example))
+	path := filepath.Join(t.TempDir(), "activity.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin(t, "sluice"), "validate", path).CombinedOutput(); err != nil {
+		t.Fatalf("sluice validate: %v\n%s", err, out)
+	}
+
+	admin, api, dataDir := testenv.FreeAddr(t), testenv.FreeAddr(t), t.TempDir()
+	run := func() *proc {
+		p := startProc(t, bin(t, "sluice"), "run", path, "--admin-addr", admin, "--api-addr", api,
+			"--log-format", "json", "--data-dir", dataDir, "--drain-timeout", "20s")
+		waitHTTP(t, "http://"+admin+"/readyz")
+		return p
+	}
+	p := run()
+
+	// Even events are checkouts, odd ones page views.
+	const total = 2000
+	ids := make([]string, total)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("act-%04d", i)
+	}
+	produceActivity(t, brokers, in, ids)
+	allTopic := readTopic(t, brokers, all)
+	allIDs := func() map[string]int {
+		seen := map[string]int{}
+		for _, m := range allTopic.snapshot() {
+			seen[header(m, "ce_id")]++
+		}
+		return seen
+	}
+	waitFor(t, "the first events on the Kafka target", 2*time.Minute, func() bool { return len(allIDs()) >= total/5 })
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p = run()
+
+	// Through the bus API on --api-addr: the tenant's key is required.
+	put := func(addr, apiKey, id string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/buses/shop-activity/events",
+			strings.NewReader(`{"cart": {"id": "`+id+`", "total": 7}}`))
+		for k, v := range map[string]string{
+			"ce-specversion": "1.0", "ce-id": id, "ce-source": "/shop/api",
+			"ce-type": "com.shop.checkout", "content-type": "application/json",
+		} {
+			req.Header.Set(k, v)
+		}
+		if apiKey != "" {
+			req.Header.Set("X-API-Key", apiKey)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rb, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("POST %s: %d %s", req.URL, resp.StatusCode, rb)
+		}
+		return resp.StatusCode
+	}
+	if code := put(api, "", "no-key"); code != http.StatusUnauthorized {
+		t.Errorf("put on --api-addr without a key: %d, want 401", code)
+	}
+	if code := put(api, key, "via-api-addr"); code != http.StatusAccepted {
+		t.Errorf("put on --api-addr with the key: %d, want 202", code)
+	}
+	if code := put(admin, key, "via-admin-addr"); code != http.StatusAccepted {
+		t.Errorf("put on --admin-addr with the key: %d, want 202", code)
+	}
+	want := append(append([]string(nil), ids...), "via-api-addr", "via-admin-addr")
+	waitFor(t, "every event on the Kafka target", 3*time.Minute, func() bool {
+		seen := allIDs()
+		for _, id := range want {
+			if seen[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, "the checkouts on the webhook", 3*time.Minute, func() bool { return len(hooks.snapshot()) >= total/2+2 })
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("sluice exited with %v", err)
+	}
+
+	got, seen := hooks.snapshot(), allIDs()
+	if seen["no-key"] > 0 || len(got["no-key"]) > 0 {
+		t.Error("an event put without a key was delivered")
+	}
+	dups := 0
+	for _, n := range seen {
+		dups += n - 1
+	}
+	t.Logf("Kafka target: %d events, %d delivered again after the SIGKILL (at-least-once)", len(seen), dups)
+	for i, id := range ids {
+		deliveries := got[id]
+		if i%2 == 1 {
+			if len(deliveries) > 0 {
+				t.Errorf("page view %s reached the checkouts webhook", id)
+			}
+			continue
+		}
+		if len(deliveries) == 0 {
+			t.Errorf("checkout %s missing on the webhook", id)
+			continue
+		}
+		var cart struct {
+			ID    string `json:"id"`
+			Total int    `json:"total"`
+		}
+		if err := json.Unmarshal([]byte(deliveries[0]), &cart); err != nil || cart.ID != id || cart.Total != i {
+			t.Errorf("webhook data for %s: %s (transform path $.data.cart)", id, deliveries[0])
+		}
+	}
+	for _, id := range []string{"via-api-addr", "via-admin-addr"} {
+		if len(got[id]) == 0 {
+			t.Errorf("%s missing on the webhook", id)
+		}
+	}
+}
+
+// produceActivity produces binary-mode events {"cart": {"id", "total":
+// index}}: checkouts for even indexes, page views for odd ones.
+func produceActivity(t *testing.T, brokers []string, topic string, ids []string) {
+	t.Helper()
+	p, err := sarama.NewSyncProducer(brokers, saramaConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var batch []*sarama.ProducerMessage
+	for i, id := range ids {
+		typ := "com.shop.checkout"
+		if i%2 == 1 {
+			typ = "com.shop.page.viewed"
+		}
+		data, _ := json.Marshal(map[string]any{"cart": map[string]any{"id": id, "total": i}})
+		batch = append(batch, &sarama.ProducerMessage{
+			Topic: topic, Key: sarama.StringEncoder(id), Value: sarama.ByteEncoder(data),
+			Headers: []sarama.RecordHeader{
+				{Key: []byte("ce_specversion"), Value: []byte("1.0")},
+				{Key: []byte("ce_id"), Value: []byte(id)},
+				{Key: []byte("ce_source"), Value: []byte("/shop/web")},
+				{Key: []byte("ce_type"), Value: []byte(typ)},
 				{Key: []byte("content-type"), Value: []byte("application/json")},
 			},
 		})

@@ -252,11 +252,19 @@ func runPipelines(parent context.Context, paths []string, f runFlags, stdout, st
 		stop()
 		return errors.Join(fmt.Errorf("admin listener: %w", err), asyncRT.wait(), busRT.wait())
 	}
-	handler, err := busRT.mount(asyncRT.mount(admin.Handler(runner, reg, admin.Options{Pprof: f.pprof})), cfg.Tenants)
+	busAPI, err := busRT.api(cfg.Tenants)
 	if err != nil {
 		stop()
 		return errors.Join(err, asyncRT.wait(), busRT.wait())
 	}
+	handler := busRT.mount(asyncRT.mount(admin.Handler(runner, reg, admin.Options{Pprof: f.pprof})), busAPI)
+	// The bus API is served on both listeners; the invoke API on one.
+	apiSrv, err := startAPI(f.async.apiAddr, asyncRT, busAPI, log)
+	if err != nil {
+		stop()
+		return errors.Join(err, asyncRT.wait(), busRT.wait())
+	}
+	defer apiSrv.shutdown()
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
