@@ -78,6 +78,12 @@ func amqpGreeting(addr string, timeout time.Duration) error {
 		return err
 	}
 	defer c.Close()
+	return amqpGreetingOn(c)
+}
+
+// amqpGreetingOn is amqpGreeting on an open connection (plain or TLS) with
+// its deadline set.
+func amqpGreetingOn(c net.Conn) error {
 	if _, err := c.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
 		return err
 	}

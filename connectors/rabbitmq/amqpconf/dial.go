@@ -142,10 +142,13 @@ func (d Dialer) Dial(ctx context.Context) (*amqp.Connection, error) {
 }
 
 // IsPermanent reports errors that retrying cannot fix: configuration,
-// refused credentials or vhost access, a declaration that conflicts with an
-// existing queue or exchange, protocol violations.
+// refused credentials or vhost access, a server certificate that does not
+// verify (another CA, another name: the trusted CAs are read once), a
+// declaration that conflicts with an existing queue or exchange, protocol
+// violations.
 func IsPermanent(err error) bool {
-	if errors.Is(err, ErrConfig) {
+	var cve *tls.CertificateVerificationError
+	if errors.Is(err, ErrConfig) || errors.As(err, &cve) {
 		return true
 	}
 	var ae *amqp.Error
