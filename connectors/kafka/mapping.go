@@ -30,17 +30,19 @@ const DefaultEventType = "dev.sluice.kafka.message"
 const DefaultContentType = "application/octet-stream"
 
 // mapper turns consumer records into connector messages. Immutable after
-// construction; safe for concurrent use.
+// construction but for the decoder's caches; safe for concurrent use (every
+// lane's goroutine maps its own records).
 type mapper struct {
 	sourcePrefix string // "kafka://<first broker>/"
 	eventType    string
+	dec          *kafkace.Decoder
 }
 
 func newMapper(brokers []string, eventType string) mapper {
 	if eventType == "" {
 		eventType = DefaultEventType
 	}
-	return mapper{sourcePrefix: "kafka://" + brokers[0] + "/", eventType: eventType}
+	return mapper{sourcePrefix: "kafka://" + brokers[0] + "/", eventType: eventType, dec: &kafkace.Decoder{}}
 }
 
 // message maps rec (see docs/connectors/kafka.md, "Mapping"). A record that
@@ -60,7 +62,7 @@ func (m mapper) message(rec *sarama.ConsumerMessage, l *lane, now time.Time) *co
 		Size:       len(rec.Value),
 		ReceivedAt: now,
 	}
-	ev, isCE, err := kafkace.Decode(rec.Headers, rec.Key, rec.Value)
+	ev, isCE, err := m.dec.Decode(rec.Headers, rec.Key, rec.Value)
 	switch {
 	case isCE && err == nil:
 		msg.Event = ev

@@ -182,12 +182,21 @@ func traceOf(e *cloudevents.Event) trace {
 	if e.Context == nil {
 		return t
 	}
-	exts := e.Extensions()
-	t.parent, _ = exts[extTraceparent].(string)
+	t.parent, _ = extension(e, extTraceparent).(string)
 	if t.parent != "" {
-		t.state, _ = exts[extTracestate].(string)
+		t.state, _ = extension(e, extTracestate).(string)
 	}
 	return t
+}
+
+// extension is the value of the extension name (lower case), or nil. It
+// reads a CloudEvents 1.0 context's map in place: Event.Extensions copies
+// the whole map on every call.
+func extension(e *cloudevents.Event, name string) any {
+	if ec, ok := e.Context.(*event.EventContextV1); ok {
+		return ec.Extensions[name]
+	}
+	return e.Extensions()[name]
 }
 
 // batchTrace is the trace shared by every event of a batch, or none: a
@@ -220,7 +229,7 @@ func (t trace) inherit(events []cloudevents.Event) {
 		return
 	}
 	for i := range events {
-		if _, ok := events[i].Extensions()[extTraceparent]; ok {
+		if extension(&events[i], extTraceparent) != nil {
 			continue
 		}
 		events[i].SetExtension(extTraceparent, t.parent)

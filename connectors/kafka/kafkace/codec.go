@@ -13,6 +13,7 @@ import (
 
 	"github.com/IBM/sarama"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/sluicehq/sluice/connectors/cebinding"
 )
@@ -43,7 +44,24 @@ var ErrInvalidCloudEvent = errors.New("invalid CloudEvent")
 // record claims to be a CloudEvent but is malformed (err wraps
 // ErrInvalidCloudEvent). The record key becomes the partitionkey extension
 // unless the event already has one. The returned event's data aliases value.
+//
+// A consumer decoding a stream of records uses a Decoder instead.
 func Decode(headers []*sarama.RecordHeader, key, value []byte) (ev cloudevents.Event, ok bool, err error) {
+	var d Decoder
+	return d.Decode(headers, key, value)
+}
+
+// Decoder is Decode for a stream of records: it remembers the last source
+// and content type it parsed (see cebinding.Cache), and builds CloudEvents
+// 1.0 binary-mode events field by field instead of through sdk-go's
+// setters and Validate, which re-parse and allocate on every record. It is
+// safe for concurrent use; the zero value is ready. Keep one per consumer.
+type Decoder struct {
+	cache cebinding.Cache
+}
+
+// Decode is the package's Decode.
+func (d *Decoder) Decode(headers []*sarama.RecordHeader, key, value []byte) (ev cloudevents.Event, ok bool, err error) {
 	var specVersion, contentType []byte
 	hasSpec, hasCT := false, false
 	for _, h := range headers {
@@ -58,6 +76,12 @@ func Decode(headers []*sarama.RecordHeader, key, value []byte) (ev cloudevents.E
 		}
 	}
 	switch {
+	case hasSpec && string(specVersion) == event.CloudEventsVersionV1:
+		ev, err = d.decodeV1(headers, contentType, hasCT, key, value)
+		if err != nil {
+			return cloudevents.Event{}, true, fmt.Errorf("%w: %v", ErrInvalidCloudEvent, err)
+		}
+		return ev, true, nil
 	case hasSpec:
 		ev, err = decodeBinary(headers, contentType, hasCT, string(specVersion), value)
 	case hasCT && cebinding.IsStructured(string(contentType)):
@@ -79,8 +103,62 @@ func Decode(headers []*sarama.RecordHeader, key, value []byte) (ev cloudevents.E
 	return ev, true, nil
 }
 
-// decodeBinary reads binary mode. Its errors are cebinding's, unwrapped:
-// Decode wraps them with ErrInvalidCloudEvent.
+// decodeV1 reads a CloudEvents 1.0 record in binary mode and validates it.
+// Its errors are cebinding's, unwrapped.
+func (d *Decoder) decodeV1(headers []*sarama.RecordHeader, contentType []byte, hasCT bool, key, value []byte) (cloudevents.Event, error) {
+	ec := &event.EventContextV1{}
+	for _, h := range headers {
+		if h == nil || len(h.Key) <= len(HeaderPrefix) || !equalFold(h.Key[:len(HeaderPrefix)], HeaderPrefix) {
+			continue
+		}
+		switch name := attrName(h.Key[len(HeaderPrefix):]); name {
+		case "source":
+			if err := cebinding.SetSourceV1(ec, &d.cache, h.Value); err != nil {
+				return cloudevents.Event{}, err
+			}
+		case "type":
+			cebinding.SetTypeV1(ec, &d.cache, h.Value)
+		default:
+			if err := cebinding.SetAttributeV1(ec, &d.cache, name, string(h.Value), hasCT); err != nil {
+				return cloudevents.Event{}, err
+			}
+		}
+	}
+	if hasCT {
+		cebinding.SetContentTypeV1(ec, &d.cache, contentType)
+	}
+	if len(key) > 0 {
+		if _, has := ec.Extensions[PartitionKeyExtension]; !has {
+			if ec.Extensions == nil {
+				ec.Extensions = make(map[string]any, 1)
+			}
+			ec.Extensions[PartitionKeyExtension] = string(key)
+		}
+	}
+	if err := cebinding.ValidateV1(ec, &d.cache); err != nil {
+		return cloudevents.Event{}, err
+	}
+	ev := cloudevents.Event{Context: ec}
+	if len(value) > 0 {
+		ev.DataEncoded = value
+	}
+	return ev, nil
+}
+
+// attrName is a header's attribute name in lower case, without allocating
+// for the context attributes and the common extensions.
+func attrName(b []byte) string {
+	for _, name := range [...]string{"id", "source", "type", "specversion", PartitionKeyExtension, "subject", "time",
+		"dataschema", "datacontenttype", "traceparent", "tracestate"} {
+		if equalFold(b, name) {
+			return name
+		}
+	}
+	return strings.ToLower(string(b))
+}
+
+// decodeBinary reads binary mode of other spec versions (0.3). Its errors
+// are cebinding's, unwrapped: Decode wraps them with ErrInvalidCloudEvent.
 func decodeBinary(headers []*sarama.RecordHeader, contentType []byte, hasCT bool, specVersion string, value []byte) (cloudevents.Event, error) {
 	ev, err := cebinding.NewEvent(specVersion)
 	if err != nil {

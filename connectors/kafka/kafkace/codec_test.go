@@ -2,6 +2,8 @@ package kafkace
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -236,4 +238,114 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded event does not encode: %v", err)
 		}
 	})
+}
+
+// sdkDecodeV1 is how CloudEvents 1.0 binary records were decoded before
+// Decoder's field-by-field path: through sdk-go's setters and Validate.
+func sdkDecodeV1(headers []*sarama.RecordHeader, key, value []byte) (cloudevents.Event, error) {
+	var ct []byte
+	hasCT := false
+	for _, h := range headers {
+		if equalFold(h.Key, ContentTypeHeader) {
+			ct, hasCT = h.Value, true
+		}
+	}
+	ev, err := decodeBinary(headers, ct, hasCT, "1.0", value)
+	if err != nil {
+		return ev, err
+	}
+	if _, has := ev.Extensions()[PartitionKeyExtension]; !has && len(key) > 0 {
+		ev.SetExtension(PartitionKeyExtension, string(key))
+	}
+	return ev, ev.Validate()
+}
+
+// A long-lived Decoder (its caches hit and miss in turn) decodes every
+// CloudEvents 1.0 record as sdk-go's setters and Validate do: the same
+// event, or an error for the same records.
+func TestDecoderMatchesSDK(t *testing.T) {
+	base := func(kv ...string) []*sarama.RecordHeader {
+		return hdrs(append([]string{"ce_specversion", "1.0", "ce_id", "id-1", "ce_source", "/src", "ce_type", "t.created"}, kv...)...)
+	}
+	cases := map[string][]*sarama.RecordHeader{
+		"minimal":                  base(),
+		"content type":             base("content-type", "application/json"),
+		"content type with params": base("content-type", "text/plain; charset=utf-8"),
+		"content type padded":      base("content-type", "  application/json "),
+		"content type blank":       base("content-type", "   "),
+		"content type invalid":     base("content-type", "text/"),
+		"content type header dup":  base("ce_datacontenttype", "text/csv", "content-type", "application/xml"),
+		"datacontenttype attr":     base("ce_datacontenttype", "text/csv"),
+		"another source":           hdrs("ce_specversion", "1.0", "ce_id", "id-2", "ce_source", "https://example.com/a?b=c#d", "ce_type", "t"),
+		"source unparsable":        base("ce_source", "http://[::1"),
+		"source blank":             hdrs("ce_specversion", "1.0", "ce_id", "x", "ce_source", "", "ce_type", "t"),
+		"source space":             hdrs("ce_specversion", "1.0", "ce_id", "x", "ce_source", " ", "ce_type", "t"),
+		"no source":                hdrs("ce_specversion", "1.0", "ce_id", "x", "ce_type", "t"),
+		"id padded":                base("ce_id", "  id-3 "),
+		"id blank":                 base("ce_id", "  "),
+		"type padded":              base("ce_type", " t.padded "),
+		"type blank":               base("ce_type", " "),
+		"subject":                  base("ce_subject", " sub "),
+		"subject blank":            base("ce_subject", "  "),
+		"time":                     base("ce_time", "2024-05-06T07:08:09.5+02:00"),
+		"time bad":                 base("ce_time", "yesterday"),
+		"dataschema":               base("ce_dataschema", "https://s/x.json"),
+		"dataschema relative":      base("ce_dataschema", "/x.json"),
+		"extensions":               base("ce_traceparent", "00-ab-cd-01", "ce_tracestate", "a=b", "ce_Custom", "v", "ce_partitionkey", "pk"),
+		"extension bad name":       base("ce_bad-name", "v"),
+		"extension spec name":      base("ce_schemaurl", "https://s/old.json"),
+		"upper case names":         hdrs("CE_SPECVERSION", "1.0", "CE_ID", "u", "CE_SOURCE", "/u", "CE_TYPE", "u.t", "CONTENT-TYPE", "text/plain"),
+	}
+	var d Decoder
+	for round := range 2 {
+		for name, headers := range cases {
+			for _, key := range [][]byte{nil, []byte("rk")} {
+				t.Run(fmt.Sprintf("%s/key=%s/round%d", name, key, round), func(t *testing.T) {
+					value := []byte(`{"v":1}`)
+					want, wantErr := sdkDecodeV1(headers, key, value)
+					got, ok, err := d.Decode(headers, key, value)
+					if !ok {
+						t.Fatal("not decoded as a CloudEvent")
+					}
+					if (err != nil) != (wantErr != nil) {
+						t.Fatalf("err = %v, sdk-go's = %v", err, wantErr)
+					}
+					if err != nil {
+						if !errors.Is(err, ErrInvalidCloudEvent) {
+							t.Errorf("err = %v, want it to wrap ErrInvalidCloudEvent", err)
+						}
+						return
+					}
+					if !reflect.DeepEqual(got.Context, want.Context) {
+						t.Errorf("context\n%#v\nsdk-go's\n%#v", got.Context, want.Context)
+					}
+					if string(got.Data()) != string(want.Data()) || got.DataBase64 != want.DataBase64 {
+						t.Errorf("data = %q, sdk-go's %q", got.Data(), want.Data())
+					}
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkDecode decodes a binary-mode record like B1's (four attributes,
+// a partitionkey header, JSON content type, 1 KiB of data) with a
+// long-lived Decoder, as the source does, and with Decode.
+func BenchmarkDecode(b *testing.B) {
+	headers := hdrs("ce_specversion", "1.0", "ce_id", "e-12345", "ce_source", "/sluice/bench", "ce_type", "dev.sluice.bench",
+		"ce_partitionkey", "k-345", "content-type", "application/json")
+	key, value := []byte("k-345"), make([]byte, 1024)
+	var d Decoder
+	for name, decode := range map[string]func([]*sarama.RecordHeader, []byte, []byte) (cloudevents.Event, bool, error){
+		"Decoder": d.Decode, "Decode": Decode,
+	} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok, err := decode(headers, key, value); !ok || err != nil {
+					b.Fatal(ok, err)
+				}
+			}
+		})
+	}
 }
