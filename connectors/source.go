@@ -114,6 +114,29 @@ type Options struct {
 	Name string
 }
 
+// CreditFollower is implemented by sources whose read-ahead can follow the
+// runtime's credit instead of staying at the fixed Options.Window.
+//
+// n is the credit of the whole source, across all its lanes: the most
+// messages it should hold read but not yet acknowledged (handed to Read and
+// not acked, plus whatever it has fetched from the broker for later
+// Reads). The engine derives it from the function's AIMD concurrency limit
+// (about twice the limit's worth of events) and calls SetCredit once when
+// the pipeline starts running and then whenever that value changes, from
+// one goroutine at a time, concurrently with Read, AckFuncs and Close
+// (after Close it has no effect). n < 1 counts as 1. Options.Window keeps
+// bounding each lane: the effective read-ahead of a lane is the smaller of
+// its Window and its share of n (at least one message per lane, so a
+// source owning more lanes than n may hold one per lane).
+//
+// Lowering the credit takes nothing back: messages already held stay
+// valid and their AckFuncs work; the source delivers nothing new from a
+// lane until it is back under its share. Each source documents how its
+// broker-side prefetch follows (docs/connectors).
+type CreditFollower interface {
+	SetCredit(n int)
+}
+
 // BrokerRetrier is implemented by sources configured to leave retries to
 // the broker (RocketMQ retry: broker). When BrokerRetries reports true, the
 // runtime does not retry or dead-letter a failed event itself: it acks it
