@@ -43,6 +43,8 @@ type Caps struct {
 	// takes effect once every earlier message of the lane is acknowledged
 	// (Kafka). Brokers with per-message acks (RabbitMQ) leave it false.
 	ContiguousCommit bool
+	// FollowsCredit: the source implements connectors.CreditFollower.
+	FollowsCredit bool
 }
 
 // SourceHarness connects the suite to one connector and its broker.
@@ -93,6 +95,7 @@ func RunSource(t *testing.T, h SourceHarness) {
 		{"PerMessageAck", !c.ContiguousCommit && c.Persistent && c.Redelivers, "needs Persistent, Redelivers and no ContiguousCommit", testPerMessageAck},
 		{"ResumeAfterRestart", c.Persistent, "needs Persistent", testResumeAfterRestart},
 		{"NoReadAheadBeyondWindow", true, "", testWindow},
+		{"NoReadAheadBeyondCredit", c.FollowsCredit, "needs FollowsCredit", testCredit},
 		{"RedeliveryAfterNack", c.Redelivers, "needs Redelivers", testRedeliveryAfterNack},
 		{"ConsumerGroupHandover", c.ConsumerGroups && c.Redelivers, "needs ConsumerGroups, Redelivers", testHandover},
 		{"ConcurrentClose", true, "", testConcurrentClose},
@@ -396,6 +399,66 @@ func testWindow(t *testing.T, h SourceHarness) {
 	expectQuiet(t, src, fmt.Sprintf("window %d full again", w))
 	ackAll(t, append(got[1:], more...))
 	ackAll(t, readN(t, src, 1))
+}
+
+// testCredit: after SetCredit(n), no Read returns a message while n are
+// held unacknowledged, whether the credit was raised or lowered (lowering
+// takes nothing back: acks of the oldest must bring the count under n
+// first), and the Window still bounds a credit above it. Nothing is lost
+// or delivered twice.
+func testCredit(t *testing.T, h SourceHarness) {
+	const w, total = 8, 14
+	sub := h.Subscription(t, 1)
+	evs := makeEvents(t, total)
+	sub.Publish(t, evs)
+	src := open(t, sub, connectors.Options{Window: w})
+	cf, ok := src.(connectors.CreditFollower)
+	if !ok {
+		t.Fatalf("%T declares FollowsCredit but does not implement connectors.CreditFollower", src)
+	}
+	var held, all []received
+	read := func(n int) {
+		t.Helper()
+		got := readN(t, src, n)
+		held, all = append(held, got...), append(all, got...)
+	}
+	ackOldest := func(n int) {
+		t.Helper()
+		ackAll(t, held[:n])
+		held = held[n:]
+	}
+
+	cf.SetCredit(3)
+	read(3)
+	expectQuiet(t, src, "credit 3 held")
+	cf.SetCredit(5) // raised
+	read(2)
+	expectQuiet(t, src, "credit 5 held")
+	cf.SetCredit(2) // lowered below the 5 held
+	ackOldest(3)
+	expectQuiet(t, src, "2 held under a lowered credit of 2")
+	ackOldest(1)
+	read(1)
+	expectQuiet(t, src, "credit 2 held again")
+	cf.SetCredit(100) // above the window: the window bounds
+	read(w - len(held))
+	expectQuiet(t, src, fmt.Sprintf("window %d held under credit 100", w))
+	ackOldest(len(held))
+	read(total - len(all))
+	ackOldest(len(held))
+
+	seen := map[string]bool{}
+	for _, r := range all {
+		if seen[r.id()] {
+			t.Errorf("%s delivered twice", r.id())
+		}
+		seen[r.id()] = true
+	}
+	for _, e := range evs {
+		if !seen[e.ID()] {
+			t.Errorf("%s never delivered", e.ID())
+		}
+	}
 }
 
 // testRedeliveryAfterNack: a nacked message comes back, at the latest to the

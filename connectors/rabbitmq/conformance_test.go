@@ -25,6 +25,7 @@ func TestConformance(t *testing.T) {
 			Persistent:       true,
 			Redelivers:       true,
 			ContiguousCommit: false,
+			FollowsCredit:    true,
 		},
 		Subscription: func(t *testing.T, _ int) conformance.Subscription {
 			q := testenv.UniqueName(t, "src")

@@ -1,7 +1,8 @@
 // Package rabbitmq is the RabbitMQ source: it consumes one queue with
 // manual acknowledgements, a prefetch (basic.qos) of Options.Window
-// messages, reconnection with backoff, and optional topology declaration.
-// The queue is its one lane.
+// messages or the runtime's credit when smaller (re-subscribing as the
+// credit changes), reconnection with backoff, and optional topology
+// declaration. The queue is its one lane.
 //
 // See docs/connectors/rabbitmq.md for settings, the message → CloudEvent
 // mapping, ack/nack semantics, ordering and reconnect behaviour.
@@ -38,6 +39,7 @@ const closeTimeout = 2 * time.Second
 
 var _ connectors.Source = (*Source)(nil)
 var _ connectors.Health = (*Source)(nil)
+var _ connectors.CreditFollower = (*Source)(nil)
 
 // ErrAckedTwice is returned by an AckFunc called a second time; the second
 // call changes nothing.
@@ -47,10 +49,11 @@ var ErrAckedTwice = errors.New("rabbitmq source: message already acknowledged")
 //
 // Ownership: Connect opens the first session (connection, channel,
 // consumer) and starts the supervisor goroutine, which hands deliveries to
-// Read and, when the session is lost, reconnects with backoff. Each session
-// has a watcher goroutine that notices the channel or connection closing.
-// Close stops and waits for all of them. Concurrency follows
-// connectors.Source; Health may be called at any time.
+// Read, re-subscribes when the credit calls for another prefetch and, when
+// the session is lost, reconnects with backoff. Each session has a watcher
+// goroutine that notices the channel or connection closing. Close stops and
+// waits for all of them. Concurrency follows connectors.Source; Health and
+// SetCredit may be called at any time.
 type Source struct {
 	spec    pipelines.RabbitMQSource
 	dialer  amqpconf.Dialer
@@ -66,6 +69,12 @@ type Source struct {
 	// supervisor's.
 	out      chan delivery
 	stopping chan struct{} // closed by Close
+	// room has one pending signal: a delivery settled or the credit
+	// changed; a hand-over waiting for credit re-checks.
+	room chan struct{}
+	// recheck has one pending signal: the credit changed or a delivery of
+	// a cancelled consumer settled; the supervisor re-checks the prefetch.
+	recheck  chan struct{}
 	fatal    chan struct{} // closed when reconnecting stopped on a permanent error
 	fatalErr error         // written before fatal is closed
 
@@ -79,6 +88,7 @@ type Source struct {
 	gen           int      // sessions opened so far
 	healthErr     error
 	outstanding   int           // handed to Read, AckFunc not yet called
+	credit        int           // SetCredit's credit; 0 until set
 	drained       chan struct{} // set by Close; closed when outstanding reaches 0
 	closed        bool          // Close finished: acks are refused
 
@@ -91,18 +101,35 @@ type delivery struct {
 	ack connectors.AckFunc
 }
 
-// session is one connection, channel and consumer. Its delivery tags are
-// only valid on its channel: once dead is closed, its messages' AckFuncs
-// refuse to ack (the broker redelivers those messages).
+// session is one connection and channel, and its consumers one after the
+// other: a consumer is replaced (basic.cancel, basic.qos, basic.consume on
+// the same channel) when the credit calls for another prefetch. Its
+// delivery tags are only valid on its channel, and stay valid across its
+// consumers: once dead is closed, its messages' AckFuncs refuse to ack (the
+// broker redelivers those messages).
 type session struct {
-	gen        int
-	conn       *amqp.Connection
-	ch         *amqp.Channel
-	tag        string
-	deliveries <-chan amqp.Delivery
-	dead       chan struct{} // closed by watch; the Revoked channel of its messages
-	cause      error         // why it died; written before dead is closed
+	gen  int
+	conn *amqp.Connection
+	ch   *amqp.Channel
+	// Owned by the supervisor (Close reads tag after it stopped).
+	tag        string               // current consumer; "" while paused
+	deliveries <-chan amqp.Delivery // current consumer's; nil while paused
+	backlog    []pending            // delivered to cancelled consumers, not handed over yet
+	dead       chan struct{}        // closed by watch; the Revoked channel of its messages
+	cause      error                // why it died; written before dead is closed
 	watchDone  chan struct{}
+
+	// Guarded by Source.mu; written only by the supervisor.
+	prefetch int // current consumer's basic.qos; 0 while paused
+	epoch    int // consumers replaced so far; a delivery's epoch is its consumer's
+	handed   int // handed to Read and not settled
+	older    int // delivered to cancelled consumers (backlog or handed) and not settled
+}
+
+// pending is a delivery received from a cancelled consumer.
+type pending struct {
+	d     amqp.Delivery
+	epoch int
 }
 
 // watch closes dead when the channel or the connection closes. It ends
@@ -141,7 +168,8 @@ func (ss *session) close() {
 
 // New validates spec and returns an unconnected Source. opts.Window is the
 // prefetch: the most messages delivered but not yet acknowledged (default
-// DefaultWindow, at most 65535). Errors wrap amqpconf.ErrConfig.
+// DefaultWindow, at most 65535), lowered by SetCredit's credit when that
+// is smaller. Errors wrap amqpconf.ErrConfig.
 func New(spec pipelines.RabbitMQSource, opts connectors.Options, logger *slog.Logger, options ...Option) (*Source, error) {
 	if spec.Queue == "" {
 		return nil, fmt.Errorf("%w: queue is required", amqpconf.ErrConfig)
@@ -194,6 +222,8 @@ func New(spec pipelines.RabbitMQSource, opts connectors.Options, logger *slog.Lo
 		tagBase:   "sluice-" + hex.EncodeToString(rnd[:]),
 		out:       make(chan delivery),
 		stopping:  make(chan struct{}),
+		room:      make(chan struct{}, 1),
+		recheck:   make(chan struct{}, 1),
 		fatal:     make(chan struct{}),
 		healthErr: errors.New("rabbitmq source not connected"),
 	}, nil
@@ -305,12 +335,12 @@ func (s *Source) open(conn *amqp.Connection) (*session, error) {
 	s.mu.Lock()
 	s.gen++
 	gen := s.gen
+	prefetch := s.targetLocked()
 	s.mu.Unlock()
 	sess := &session{
 		gen:       gen,
 		conn:      conn,
 		ch:        ch,
-		tag:       fmt.Sprintf("%s-%d", s.tagBase, gen),
 		dead:      make(chan struct{}),
 		watchDone: make(chan struct{}),
 	}
@@ -319,16 +349,32 @@ func (s *Source) open(conn *amqp.Connection) (*session, error) {
 	if err := declare(ch, s.spec); err != nil {
 		return sess, err
 	}
-	// Per-consumer prefetch (global=false), the only kind quorum queues
-	// support.
-	if err := ch.Qos(s.window, 0, false); err != nil {
-		return sess, fmt.Errorf("basic.qos: %w", err)
-	}
-	sess.deliveries, err = ch.Consume(s.spec.Queue, sess.tag, false, false, false, false, nil)
-	if err != nil {
-		return sess, fmt.Errorf("basic.consume: %w", err)
+	if err := s.subscribe(sess, prefetch); err != nil {
+		return sess, err
 	}
 	return sess, nil
+}
+
+// subscribe starts the session's consumer with the given prefetch: a
+// per-consumer basic.qos (global=false, the only kind quorum queues
+// support), which applies to consumers started after it, then
+// basic.consume.
+func (s *Source) subscribe(sess *session, prefetch int) error {
+	if err := sess.ch.Qos(prefetch, 0, false); err != nil {
+		return fmt.Errorf("basic.qos: %w", err)
+	}
+	s.mu.Lock()
+	tag := fmt.Sprintf("%s-%d.%d", s.tagBase, sess.gen, sess.epoch)
+	s.mu.Unlock()
+	deliveries, err := sess.ch.Consume(s.spec.Queue, tag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("basic.consume: %w", err)
+	}
+	sess.tag, sess.deliveries = tag, deliveries
+	s.mu.Lock()
+	sess.prefetch = prefetch
+	s.mu.Unlock()
+	return nil
 }
 
 // declare declares the spec's topology, or checks passively that the
@@ -436,12 +482,37 @@ func (s *Source) run(ctx context.Context, sess *session) {
 	}
 }
 
-// consume hands deliveries to Read until the session dies or ctx ends. It
+// consume hands deliveries to Read until the session dies or ctx ends,
+// and replaces the consumer when the credit calls for another prefetch. It
 // returns why the session ended (nil when ctx ended).
 func (s *Source) consume(ctx context.Context, sess *session) error {
 	for {
 		select {
-		case d, ok := <-sess.deliveries:
+		case <-s.recheck:
+			if err := s.followCredit(sess); err != nil {
+				return err
+			}
+			continue
+		default:
+		}
+		if len(sess.backlog) > 0 {
+			p := sess.backlog[0]
+			sess.backlog[0] = pending{}
+			sess.backlog = sess.backlog[1:]
+			if !s.handOver(ctx, sess, &p.d, p.epoch) {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return sess.cause
+			}
+			continue
+		}
+		select {
+		case <-s.recheck:
+			if err := s.followCredit(sess); err != nil {
+				return err
+			}
+		case d, ok := <-sess.deliveries: // nil while paused
 			if !ok {
 				select {
 				case <-sess.dead:
@@ -455,7 +526,10 @@ func (s *Source) consume(ctx context.Context, sess *session) error {
 					return errors.New("consumer cancelled by the broker")
 				}
 			}
-			if !s.handOver(ctx, sess, &d) {
+			s.mu.Lock()
+			epoch := sess.epoch
+			s.mu.Unlock()
+			if !s.handOver(ctx, sess, &d, epoch) {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -469,25 +543,139 @@ func (s *Source) consume(ctx context.Context, sess *session) error {
 	}
 }
 
-// handOver passes one delivery to Read. It returns false when the session
-// died or ctx ended first; the delivery then stays unacknowledged and the
-// broker redelivers it.
-func (s *Source) handOver(ctx context.Context, sess *session, d *amqp.Delivery) bool {
+// SetCredit implements connectors.CreditFollower; the queue is the one
+// lane, so its read-ahead is min(window, n). The hand-over to Read follows
+// at once: nothing more is handed out while n messages are unacknowledged.
+// The broker's prefetch follows through the supervisor (followCredit).
+func (s *Source) SetCredit(n int) {
+	s.mu.Lock()
+	s.credit = max(n, 1)
+	s.mu.Unlock()
+	poke(s.room)
+	poke(s.recheck)
+}
+
+// targetLocked is the read-ahead allowed now: the window, or the credit
+// when smaller. The caller holds s.mu.
+func (s *Source) targetLocked() int {
+	if s.credit > 0 {
+		return min(s.window, s.credit)
+	}
+	return s.window
+}
+
+// followCredit makes the consumer's prefetch follow the credit. A running
+// consumer's prefetch cannot change (basic.qos with global=false applies to
+// consumers started after it), so the consumer is replaced: basic.cancel —
+// the deliveries sent before cancel-ok are kept in the backlog, and their
+// tags stay valid on this channel, as do those of messages already handed
+// out — then basic.qos and basic.consume with the credit as prefetch. A
+// lower credit replaces it at once; a higher one once it exceeds the
+// prefetch by over a quarter, so that additive steps do not replace it
+// each time. The new consumer starts only while the unsettled deliveries
+// of replaced consumers (older) are fewer than the credit, so the broker
+// never has more than twice the credit delivered to this channel and not
+// acknowledged; settling them resumes it. It returns an error only when
+// the session is unusable.
+func (s *Source) followCredit(sess *session) error {
+	s.mu.Lock()
+	target, older := s.targetLocked(), sess.older
+	s.mu.Unlock()
+	cur := sess.prefetch
+	if cur > 0 && cur <= target && target*4 <= cur*5 {
+		return nil // the same, or higher by at most a quarter
+	}
+	if cur > 0 {
+		if err := sess.ch.Cancel(sess.tag, false); err != nil {
+			return fmt.Errorf("basic.cancel to change the prefetch: %w", err)
+		}
+		s.mu.Lock()
+		epoch := sess.epoch
+		s.mu.Unlock()
+		// Closed once the deliveries sent before cancel-ok are passed on.
+		for d := range sess.deliveries {
+			sess.backlog = append(sess.backlog, pending{d: d, epoch: epoch})
+		}
+		s.mu.Lock()
+		sess.epoch++
+		sess.older = sess.handed + len(sess.backlog)
+		target, older = s.targetLocked(), sess.older
+		sess.prefetch = 0
+		s.mu.Unlock()
+		sess.tag, sess.deliveries = "", nil
+	}
+	if older >= target {
+		s.logger.Debug("rabbitmq consumer paused until deliveries settle", "credit", target, "unsettled", older)
+		return nil
+	}
+	if err := s.subscribe(sess, target); err != nil {
+		return err
+	}
+	s.logger.Debug("rabbitmq prefetch follows credit", "prefetch", target, "unsettled", older)
+	return nil
+}
+
+// poke leaves one pending signal on c.
+func poke(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// handOver passes one delivery of the given consumer epoch to Read once
+// fewer than the credit are unacknowledged. When the credit changes first,
+// it puts the delivery back at the head of the backlog and leaves the
+// change to the caller's loop, so that the prefetch follows even while
+// nobody reads, and the delivery passes the new credit's gate. It returns
+// false when the session died or ctx ended first; the delivery then stays
+// unacknowledged and the broker redelivers it.
+func (s *Source) handOver(ctx context.Context, sess *session, d *amqp.Delivery, epoch int) bool {
+	putBack := func() bool {
+		sess.backlog = append([]pending{{d: *d, epoch: epoch}}, sess.backlog...)
+		poke(s.recheck)
+		return true
+	}
+	for {
+		s.mu.Lock()
+		ok := s.outstanding < s.targetLocked()
+		s.mu.Unlock()
+		if ok {
+			break
+		}
+		select {
+		case <-s.room:
+		case <-s.recheck:
+			return putBack()
+		case <-sess.dead:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 	if sess.isDead() {
 		return false
 	}
 	msg := s.mapper.message(d, sess.dead, time.Now())
-	ack := s.ackFunc(sess, d.Acknowledger, d.DeliveryTag)
+	ack := s.ackFunc(sess, epoch, d.Acknowledger, d.DeliveryTag)
 	s.mu.Lock()
 	s.outstanding++
+	sess.handed++
 	s.mu.Unlock()
 	select {
 	case s.out <- delivery{msg: msg, ack: ack}:
 		return true
+	case <-s.recheck:
+		// Not handed after all: it stays among the session's deliveries.
+		s.mu.Lock()
+		s.outstanding--
+		sess.handed--
+		s.mu.Unlock()
+		return putBack()
 	case <-sess.dead:
 	case <-ctx.Done():
 	}
-	s.settle()
+	s.settle(sess, epoch)
 	return false
 }
 
@@ -495,13 +683,13 @@ func (s *Source) handOver(ctx context.Context, sess *session, d *amqp.Delivery) 
 // an error basic.nack with requeue (onNack: requeue) or without
 // (dead-letter). It acknowledges only on the delivery's own channel: once
 // that session is dead it refuses (wrapping connectors.ErrRevoked).
-func (s *Source) ackFunc(sess *session, ackr amqp.Acknowledger, tag uint64) connectors.AckFunc {
+func (s *Source) ackFunc(sess *session, epoch int, ackr amqp.Acknowledger, tag uint64) connectors.AckFunc {
 	var called atomic.Bool
 	return func(_ context.Context, err error) error {
 		if called.Swap(true) {
 			return ErrAckedTwice
 		}
-		defer s.settle()
+		defer s.settle(sess, epoch)
 		s.mu.Lock()
 		closed := s.closed
 		s.mu.Unlock()
@@ -525,14 +713,24 @@ func (s *Source) ackFunc(sess *session, ackr amqp.Acknowledger, tag uint64) conn
 	}
 }
 
-// settle counts one handed-over delivery as finished.
-func (s *Source) settle() {
+// settle counts one handed-over delivery of sess's consumer epoch as
+// finished.
+func (s *Source) settle(sess *session, epoch int) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.outstanding--
+	sess.handed--
+	older := epoch < sess.epoch
+	if older {
+		sess.older--
+	}
 	if s.outstanding == 0 && s.drained != nil {
 		close(s.drained)
 		s.drained = nil
+	}
+	s.mu.Unlock()
+	poke(s.room)
+	if older {
+		poke(s.recheck)
 	}
 }
 
@@ -577,7 +775,7 @@ func (s *Source) Close(ctx context.Context) error {
 		s.mu.Lock()
 		sess := s.sess
 		s.mu.Unlock()
-		if sess != nil && !sess.isDead() {
+		if sess != nil && !sess.isDead() && sess.tag != "" {
 			s.cancelConsumer(ctx, sess)
 		}
 		s.mu.Lock()
