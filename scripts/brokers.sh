@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real brokers for Sluice's tests and benchmarks, on 127.0.0.1, without Docker.
 #
-#   scripts/brokers.sh up      [kafka|rocketmq|rabbitmq|postgres|all]...   install if missing, start, wait until ready
+#   scripts/brokers.sh up      [kafka|rocketmq|rocketmq-acl|rabbitmq|postgres|all]...   install if missing, start, wait until ready
 #   scripts/brokers.sh down    [NAME|all]...   stop (data is kept)
 #   scripts/brokers.sh status  [NAME|all]...   one line per broker; exit 1 if any is not running
 #   scripts/brokers.sh start   NAME            same as up NAME
@@ -13,7 +13,9 @@
 #   scripts/brokers.sh env                     print the SLUICE_* variables the tests read
 #
 # NAME for start/stop/restart/kill may also be rocketmq-namesrv or rocketmq-broker.
-# With no NAME, up/down/status/clean act on all four.
+# rocketmq-acl is a second, separate RocketMQ (name server 9877, broker 10921) with ACL 2.0
+# authentication on, for the ACL tests; the main one stays open for every other test.
+# With no NAME, up/down/status/clean act on all five.
 #
 # Kafka and RocketMQ run from Maven Central jars (fetched once into
 # ${XDG_CACHE_HOME:-$HOME/.cache}/sluice), RabbitMQ and PostgreSQL from Debian packages.
@@ -26,14 +28,20 @@ ASSETS="$REPO_ROOT/scripts/brokers"
 STATE="$(realpath -m "${SLUICE_BROKERS_DIR:-$REPO_ROOT/.brokers}")"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/sluice"
 DEADLINE="${SLUICE_BROKERS_DEADLINE:-120}" # seconds, per broker
-ALL=(kafka rocketmq rabbitmq postgres)
+ALL=(kafka rocketmq rocketmq-acl rabbitmq postgres)
 
 HOST=127.0.0.1
 KAFKA_PORT=9092
 KAFKA_CONTROLLER_PORT=9093
-RMQ_NAMESRV_PORT=9876
-RMQ_BROKER_PORT=10911
-RMQ_CLUSTER=DefaultCluster
+# RocketMQ: the ports and names of the open instance; rmq_use switches the RMQ_* globals
+# between it and the ACL instance.
+RMQ_OPEN_NAMESRV_PORT=9876
+RMQ_OPEN_BROKER_PORT=10911
+RMQ_ACL_NAMESRV_PORT=9877
+RMQ_ACL_BROKER_PORT=10921 # also 10919 (fast channel) and 10922 (HA)
+# The ACL instance's one (super) user; test credentials, nothing secret.
+RMQ_ACL_ACCESS_KEY=sluiceadmin
+RMQ_ACL_SECRET_KEY=sluiceadminsecret
 RABBIT_PORT=5672
 RABBIT_TLS_PORT=5671
 PG_PORT=5433
@@ -395,30 +403,60 @@ kafka_clean() { kafka_stop; rm -rf "$KAFKA_DIR"; }
 # ----------------------------------------------------------------------------
 # RocketMQ (name server + one broker, remoting protocol; no proxy)
 
-RMQ_DIR="$STATE/rocketmq"
-RMQ_USER_HOME="$STATE/rocketmq-home"        # -Duser.home: RocketMQ's own logs go to its logs/rocketmqlogs
-RMQ_HOME="$RMQ_USER_HOME/rocketmq"           # ROCKETMQ_HOME / rocketmq.home.dir: empty is enough
-NS_PID="$RMQ_DIR/namesrv.pid"
-NS_LOG="$RMQ_DIR/namesrv.log"
-BK_PID="$RMQ_DIR/broker.pid"
-BK_LOG="$RMQ_DIR/broker.log"
+# rmq_use open|acl: point the RocketMQ globals at one of the two instances. Both share the
+# classpaths and templates; each has its own state dir, user.home, ports and cluster.
+rmq_use() {
+  case "$1" in
+    open)
+      RMQ_NAME=rocketmq RMQ_DIR="$STATE/rocketmq" RMQ_USER_HOME="$STATE/rocketmq-home"
+      RMQ_NAMESRV_PORT=$RMQ_OPEN_NAMESRV_PORT RMQ_BROKER_PORT=$RMQ_OPEN_BROKER_PORT
+      RMQ_CLUSTER=DefaultCluster RMQ_BROKER_NAME=broker-a RMQ_ACL=""
+      RMQ_NS_HEAP=(-Xms128m -Xmx256m) RMQ_BK_HEAP=(-Xms512m -Xmx512m -XX:MaxDirectMemorySize=512m)
+      ;;
+    acl)
+      RMQ_NAME=rocketmq-acl RMQ_DIR="$STATE/rocketmq-acl" RMQ_USER_HOME="$STATE/rocketmq-acl-home"
+      RMQ_NAMESRV_PORT=$RMQ_ACL_NAMESRV_PORT RMQ_BROKER_PORT=$RMQ_ACL_BROKER_PORT
+      RMQ_CLUSTER=AclCluster RMQ_BROKER_NAME=broker-acl RMQ_ACL=1
+      # Only the ACL tests use it: smaller heaps.
+      RMQ_NS_HEAP=(-Xms64m -Xmx128m) RMQ_BK_HEAP=(-Xms256m -Xmx256m -XX:MaxDirectMemorySize=256m)
+      ;;
+    *) die "rmq_use: unknown instance $1" ;;
+  esac
+  RMQ_HOME="$RMQ_USER_HOME/rocketmq" # ROCKETMQ_HOME / rocketmq.home.dir: empty is enough
+  NS_PID="$RMQ_DIR/namesrv.pid"
+  NS_LOG="$RMQ_DIR/namesrv.log"
+  BK_PID="$RMQ_DIR/broker.pid"
+  BK_LOG="$RMQ_DIR/broker.log"
+}
+rmq_use open
+
+# rmq_say TEXT...: a status line prefixed with the instance's name.
+rmq_say() { say "$(printf '%-9s' "$RMQ_NAME") $*"; }
 
 rmq_admin() { # ARGS...: run the RocketMQAdmin helper (foreground)
   local lib helpers
   lib=$(fetch_classpath rocketmq-tools)
   helpers=$(compile_helper "$ASSETS/rocketmq-tools/RocketMQAdmin.java" "$lib")
   mkdir -p "$RMQ_HOME"
+  local -a creds=()
+  [[ -z "$RMQ_ACL" ]] || creds=(-Dsluice.accessKey="$RMQ_ACL_ACCESS_KEY" -Dsluice.secretKey="$RMQ_ACL_SECRET_KEY")
   ROCKETMQ_HOME="$RMQ_HOME" "$JAVA_BIN/java" "${HELPER_JVM_OPTS[@]}" "${RMQ_JDK17_OPTS[@]}" \
-    -Duser.home="$RMQ_USER_HOME" -Drocketmq.home.dir="$RMQ_HOME" \
+    -Duser.home="$RMQ_USER_HOME" -Drocketmq.home.dir="$RMQ_HOME" "${creds[@]}" \
     -cp "$lib/*:$helpers" RocketMQAdmin "$@"
 }
 
 rmq_render() {
   mkdir -p "$RMQ_DIR/namesrv" "$RMQ_DIR/store" "$RMQ_HOME" "$RMQ_USER_HOME"
-  sed -e "s|@ROCKETMQ_HOME@|$RMQ_HOME|g" -e "s|@STATE_DIR@|$RMQ_DIR|g" \
-    "$ASSETS/rocketmq-namesrv/namesrv.conf.in" >"$RMQ_DIR/namesrv.conf"
-  sed -e "s|@ROCKETMQ_HOME@|$RMQ_HOME|g" -e "s|@STATE_DIR@|$RMQ_DIR|g" \
-    "$ASSETS/rocketmq-broker/broker.conf.in" >"$RMQ_DIR/broker.conf"
+  local -a subst=(-e "s|@ROCKETMQ_HOME@|$RMQ_HOME|g" -e "s|@STATE_DIR@|$RMQ_DIR|g"
+    -e "s|@NAMESRV_PORT@|$RMQ_NAMESRV_PORT|g" -e "s|@BROKER_PORT@|$RMQ_BROKER_PORT|g"
+    -e "s|@CLUSTER@|$RMQ_CLUSTER|g" -e "s|@BROKER_NAME@|$RMQ_BROKER_NAME|g"
+    -e "s|@ACCESS_KEY@|$RMQ_ACL_ACCESS_KEY|g" -e "s|@SECRET_KEY@|$RMQ_ACL_SECRET_KEY|g")
+  sed "${subst[@]}" "$ASSETS/rocketmq-namesrv/namesrv.conf.in" >"$RMQ_DIR/namesrv.conf"
+  if [[ -n "$RMQ_ACL" ]]; then
+    sed "${subst[@]}" "$ASSETS/rocketmq-broker/broker.conf.in" "$ASSETS/rocketmq-broker/acl.conf.in" >"$RMQ_DIR/broker.conf"
+  else
+    sed "${subst[@]}" "$ASSETS/rocketmq-broker/broker.conf.in" >"$RMQ_DIR/broker.conf"
+  fi
 }
 
 rmq_namesrv_running() { pid_of "$NS_PID" >/dev/null; }
@@ -434,7 +472,7 @@ rmq_namesrv_start() { # UNTIL_MS
   local until=$1 lib
   rmq_namesrv_running && return 0
   rm -f "$NS_PID"
-  refuse_foreign_port rocketmq "$NS_LOG" "$RMQ_NAMESRV_PORT"
+  refuse_foreign_port "$RMQ_NAME" "$NS_LOG" "$RMQ_NAMESRV_PORT"
   lib=$(fetch_classpath rocketmq-namesrv)
   rmq_render
   printf '\n===== %s: starting rocketmq name server (brokers.sh) =====\n' "$(date -Is)" >>"$NS_LOG"
@@ -443,7 +481,7 @@ rmq_namesrv_start() { # UNTIL_MS
   (
     cd "$RMQ_DIR"
     export ROCKETMQ_HOME="$RMQ_HOME"
-    exec setsid "$JAVA_BIN/java" -server -Xms128m -Xmx256m -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
+    exec setsid "$JAVA_BIN/java" -server "${RMQ_NS_HEAP[@]}" -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
       "${RMQ_JDK17_OPTS[@]}" -Djava.awt.headless=true \
       -Duser.home="$RMQ_USER_HOME" -Drocketmq.home.dir="$RMQ_HOME" \
       -cp "$lib/*" org.apache.rocketmq.namesrv.NamesrvStartup -c "$RMQ_DIR/namesrv.conf" \
@@ -451,14 +489,14 @@ rmq_namesrv_start() { # UNTIL_MS
   ) &
   echo $! >"$NS_PID"
   launched "$NS_PID"
-  wait_log_after rocketmq "$NS_PID" "$NS_LOG" "$mark" "The Name Server boot success" "$until"
+  wait_log_after "$RMQ_NAME" "$NS_PID" "$NS_LOG" "$mark" "The Name Server boot success" "$until"
 }
 
 rmq_broker_start() { # UNTIL_MS
   local until=$1 lib
   rmq_broker_running && return 0
   rm -f "$BK_PID"
-  refuse_foreign_port rocketmq "$BK_LOG" "$RMQ_BROKER_PORT"
+  refuse_foreign_port "$RMQ_NAME" "$BK_LOG" "$RMQ_BROKER_PORT"
   lib=$(fetch_classpath rocketmq-broker)
   rmq_render
   printf '\n===== %s: starting rocketmq broker (brokers.sh) =====\n' "$(date -Is)" >>"$BK_LOG"
@@ -467,7 +505,7 @@ rmq_broker_start() { # UNTIL_MS
   (
     cd "$RMQ_DIR"
     export ROCKETMQ_HOME="$RMQ_HOME"
-    exec setsid "$JAVA_BIN/java" -server -Xms512m -Xmx512m -XX:MaxDirectMemorySize=512m -XX:+UseG1GC \
+    exec setsid "$JAVA_BIN/java" -server "${RMQ_BK_HEAP[@]}" -XX:+UseG1GC \
       -XX:+ExitOnOutOfMemoryError "${RMQ_JDK17_OPTS[@]}" -Djava.awt.headless=true \
       -Duser.home="$RMQ_USER_HOME" -Drocketmq.home.dir="$RMQ_HOME" \
       -Drocketmq.broker.diskSpaceWarningLevelRatio=0.99 \
@@ -476,7 +514,7 @@ rmq_broker_start() { # UNTIL_MS
   ) &
   echo $! >"$BK_PID"
   launched "$BK_PID"
-  wait_log_after rocketmq "$BK_PID" "$BK_LOG" "$mark" "boot success" "$until"
+  wait_log_after "$RMQ_NAME" "$BK_PID" "$BK_LOG" "$mark" "boot success" "$until"
 }
 
 # wait_log_after NAME PIDFILE LOG LINE_MARK PATTERN UNTIL_MS: like wait_log, only lines after LINE_MARK count.
@@ -491,7 +529,7 @@ wait_log_after() {
 }
 
 rmq_wait_ready() { # T0_MS
-  probe_watching rocketmq "$RMQ_DIR/probe.log" "$NS_PID $BK_PID" "$NS_LOG $BK_LOG" -- \
+  probe_watching "$RMQ_NAME" "$RMQ_DIR/probe.log" "$NS_PID $BK_PID" "$NS_LOG $BK_LOG" -- \
     rmq_admin ready "$HOST:$RMQ_NAMESRV_PORT" "$RMQ_CLUSTER" sluice-ready "$DEADLINE"
 }
 
@@ -503,10 +541,10 @@ rocketmq_start() { # [namesrv|broker]: default both
   mkdir -p "$RMQ_DIR"
   if [[ "$part" == both ]] && rmq_namesrv_running && rmq_broker_running; then
     if rmq_healthy; then
-      say "rocketmq  already running (name server pid $(pid_of "$NS_PID"), broker pid $(pid_of "$BK_PID")) at $HOST:$RMQ_NAMESRV_PORT, checked in $(elapsed "$t0")"
+      rmq_say "already running (name server pid $(pid_of "$NS_PID"), broker pid $(pid_of "$BK_PID")) at $HOST:$RMQ_NAMESRV_PORT, checked in $(elapsed "$t0")"
       return 0
     fi
-    warn "rocketmq: running but not healthy, restarting it"
+    warn "$RMQ_NAME: running but not healthy, restarting it"
     rocketmq_stop
   fi
   # Fetch every classpath before starting anything, so the first start is not timed against downloads.
@@ -522,21 +560,21 @@ rocketmq_start() { # [namesrv|broker]: default both
     t3=$(now_ms)
     rmq_wait_ready
     phases+="probe $(elapsed "$t3")"
-    say "rocketmq  ready in $(elapsed "$t0") at $HOST:$RMQ_NAMESRV_PORT (broker $HOST:$RMQ_BROKER_PORT; $phases; pids $(pid_of "$NS_PID")/$(pid_of "$BK_PID"), logs $NS_LOG $BK_LOG)"
+    rmq_say "ready in $(elapsed "$t0") at $HOST:$RMQ_NAMESRV_PORT (broker $HOST:$RMQ_BROKER_PORT; $phases; pids $(pid_of "$NS_PID")/$(pid_of "$BK_PID"), logs $NS_LOG $BK_LOG)"
   else
-    say "rocketmq  ${part} started in $(elapsed "$t0") (name server $(rmq_namesrv_running && echo up || echo down), broker $(rmq_broker_running && echo up || echo down))"
+    rmq_say "${part} started in $(elapsed "$t0") (name server $(rmq_namesrv_running && echo up || echo down), broker $(rmq_broker_running && echo up || echo down))"
   fi
 }
 
 rocketmq_stop() { # [namesrv|broker]: default both (broker first)
   local part=${1:-both}
   if [[ "$part" != namesrv ]] && rmq_broker_running; then
-    stop_pid rocketmq-broker "$BK_PID"
-    wait_port_free rocketmq-broker "$RMQ_BROKER_PORT"
+    stop_pid "$RMQ_NAME-broker" "$BK_PID"
+    wait_port_free "$RMQ_NAME-broker" "$RMQ_BROKER_PORT"
   fi
   if [[ "$part" != broker ]] && rmq_namesrv_running; then
-    stop_pid rocketmq-namesrv "$NS_PID"
-    wait_port_free rocketmq-namesrv "$RMQ_NAMESRV_PORT"
+    stop_pid "$RMQ_NAME-namesrv" "$NS_PID"
+    wait_port_free "$RMQ_NAME-namesrv" "$RMQ_NAMESRV_PORT"
   fi
   [[ "$part" == namesrv ]] || rm -f "$BK_PID"
   [[ "$part" == broker ]] || rm -f "$NS_PID"
@@ -547,14 +585,26 @@ rocketmq_status() {
   ns=$(rmq_namesrv_running && port_open "$HOST" "$RMQ_NAMESRV_PORT" && echo "pid $(pid_of "$NS_PID")") || { ns=down; rc=1; }
   bk=$(rmq_broker_running && port_open "$HOST" "$RMQ_BROKER_PORT" && echo "pid $(pid_of "$BK_PID")") || { bk=down; rc=1; }
   if [[ "$ns" == down && "$bk" == down ]]; then
-    say "rocketmq  stopped"
+    rmq_say "stopped"
   else
-    say "rocketmq  $([[ $rc == 0 ]] && echo running || echo partial)  name server $HOST:$RMQ_NAMESRV_PORT ($ns), broker $HOST:$RMQ_BROKER_PORT ($bk)  logs $NS_LOG $BK_LOG"
+    rmq_say "$([[ $rc == 0 ]] && echo running || echo partial)  name server $HOST:$RMQ_NAMESRV_PORT ($ns), broker $HOST:$RMQ_BROKER_PORT ($bk)  logs $NS_LOG $BK_LOG"
   fi
   return $rc
 }
 
 rocketmq_clean() { rocketmq_stop; rm -rf "$RMQ_DIR" "$RMQ_USER_HOME"; }
+
+# The ACL instance: the same functions on the other set of globals.
+rocketmq_acl_start() { rmq_use acl; rocketmq_start "$@"; rmq_use open; }
+rocketmq_acl_stop() { rmq_use acl; rocketmq_stop "$@"; rmq_use open; }
+rocketmq_acl_status() {
+  local rc=0
+  rmq_use acl
+  rocketmq_status || rc=$?
+  rmq_use open
+  return $rc
+}
+rocketmq_acl_clean() { rmq_use acl; rocketmq_clean; rmq_use open; }
 
 rocketmq_topic() { # TOPIC [QUEUES]
   local topic=${1:-} queues=${2:-4}
@@ -923,6 +973,12 @@ kill_one() {
     rocketmq) kill_pidfile rocketmq-broker "$BK_PID"; kill_pidfile rocketmq-namesrv "$NS_PID" ;;
     rocketmq-broker) kill_pidfile rocketmq-broker "$BK_PID" ;;
     rocketmq-namesrv) kill_pidfile rocketmq-namesrv "$NS_PID" ;;
+    rocketmq-acl)
+      rmq_use acl
+      kill_pidfile rocketmq-acl-broker "$BK_PID"
+      kill_pidfile rocketmq-acl-namesrv "$NS_PID"
+      rmq_use open
+      ;;
     rabbitmq)
       rabbit_installed || return 0
       rabbit_env
@@ -951,8 +1007,8 @@ set_names() {
   for a in "$@"; do
     case "$a" in
       all) set -- "${ALL[@]}" ;;
-      kafka | rocketmq | rabbitmq | postgres) set -- "$a" ;;
-      *) die "unknown broker '$a' (kafka, rocketmq, rabbitmq, postgres, all)" ;;
+      kafka | rocketmq | rocketmq-acl | rabbitmq | postgres) set -- "$a" ;;
+      *) die "unknown broker '$a' (kafka, rocketmq, rocketmq-acl, rabbitmq, postgres, all)" ;;
     esac
     for n in "$@"; do
       [[ "$seen" == *" $n "* ]] && continue
@@ -966,7 +1022,7 @@ start_one() {
   case "$1" in
     rocketmq-namesrv) rocketmq_start namesrv ;;
     rocketmq-broker) rocketmq_start broker ;;
-    *) "${1}_start" ;;
+    *) "${1//-/_}_start" ;;
   esac
 }
 
@@ -974,7 +1030,7 @@ stop_one() {
   case "$1" in
     rocketmq-namesrv) rocketmq_stop namesrv ;;
     rocketmq-broker) rocketmq_stop broker ;;
-    *) "${1}_stop" ;;
+    *) "${1//-/_}_stop" ;;
   esac
   say "$(printf '%-9s' "$1") stopped"
 }
@@ -982,8 +1038,8 @@ stop_one() {
 single_name() {
   [[ $# == 1 ]] || die "usage: brokers.sh $CMD NAME"
   case "$1" in
-    kafka | rocketmq | rabbitmq | postgres | rocketmq-namesrv | rocketmq-broker) ;;
-    *) die "unknown broker '$1' (kafka, rocketmq, rocketmq-namesrv, rocketmq-broker, rabbitmq, postgres)" ;;
+    kafka | rocketmq | rocketmq-acl | rabbitmq | postgres | rocketmq-namesrv | rocketmq-broker) ;;
+    *) die "unknown broker '$1' (kafka, rocketmq, rocketmq-namesrv, rocketmq-broker, rocketmq-acl, rabbitmq, postgres)" ;;
   esac
 }
 
@@ -1007,7 +1063,7 @@ case "$CMD" in
   status)
     set_names "$@"
     rc=0
-    for n in "${NAMES[@]}"; do "${n}_status" || rc=1; done
+    for n in "${NAMES[@]}"; do "${n//-/_}_status" || rc=1; done
     exit $rc
     ;;
   start)
@@ -1029,14 +1085,17 @@ case "$CMD" in
     ;;
   clean)
     set_names "$@"
-    for n in "${NAMES[@]}"; do "${n}_clean"; say "$(printf '%-9s' "$n") stopped, data deleted"; done
+    for n in "${NAMES[@]}"; do "${n//-/_}_clean"; say "$(printf '%-9s' "$n") stopped, data deleted"; done
     ;;
   rocketmq-topic)
     rocketmq_topic "$@"
     ;;
   env)
     say "SLUICE_KAFKA_BROKERS=$HOST:$KAFKA_PORT"
-    say "SLUICE_ROCKETMQ_NAMESRV=$HOST:$RMQ_NAMESRV_PORT"
+    say "SLUICE_ROCKETMQ_NAMESRV=$HOST:$RMQ_OPEN_NAMESRV_PORT"
+    say "SLUICE_ROCKETMQ_ACL_NAMESRV=$HOST:$RMQ_ACL_NAMESRV_PORT"
+    say "SLUICE_ROCKETMQ_ACL_ACCESS_KEY=$RMQ_ACL_ACCESS_KEY"
+    say "SLUICE_ROCKETMQ_ACL_SECRET_KEY=$RMQ_ACL_SECRET_KEY"
     say "SLUICE_RABBITMQ_URL=amqp://guest:guest@$HOST:$RABBIT_PORT/"
     say "SLUICE_RABBITMQ_TLS_URL=amqps://guest:guest@$HOST:$RABBIT_TLS_PORT/"
     say "SLUICE_TLS_CA=$TLS_DIR/ca.pem"

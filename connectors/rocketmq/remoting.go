@@ -39,6 +39,24 @@ func newRemoting(acl *pipelines.RocketMQACL) remoting {
 	return remoting{rmqwire.Client{Credentials: &rmqwire.Credentials{AccessKey: acl.AccessKey.Value(), SecretKey: acl.SecretKey.Value()}}}
 }
 
+// checkAuth asks a broker for the end offset of the topic's first queue,
+// signed with the source's credentials (if any). A broker with ACL on
+// answers NO_PERMISSION for missing or wrong credentials (or a user not
+// allowed the topic): returned wrapping ErrConfig with the broker's
+// reason, since the client library would only log every refused pull.
+// Other answers are not this check's business; transport errors are
+// returned as they are.
+func (r remoting) checkAuth(ctx context.Context, broker, topic string) error {
+	hdr, _, err := r.Call(ctx, broker, rmqwire.ReqGetMaxOffset, map[string]string{"topic": topic, "queueId": "0"}, nil, true)
+	if err != nil {
+		return err
+	}
+	if hdr.Code == rmqwire.ResNoPermission {
+		return fmt.Errorf("%w: acl: broker %s refuses the credentials (code %d): %s", ErrConfig, broker, hdr.Code, hdr.Remark)
+	}
+	return nil
+}
+
 // checkSQL asks a broker whether it accepts an SQL92 subscription. A broker
 // without enablePropertyFilter=true, or one that cannot compile the
 // expression, answers with an error, returned wrapping ErrConfig. Transport

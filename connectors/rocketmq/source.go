@@ -437,8 +437,8 @@ func (s *Source) awaitAssignment(ctx context.Context) error {
 }
 
 // probe checks that a name server knows the topic's route, that its master
-// brokers accept connections and, for an SQL92 selector, that they accept
-// it. It returns the route.
+// brokers accept connections and the credentials (ACL) and, for an SQL92
+// selector, that they accept it. It returns the route.
 func (s *Source) probe(ctx context.Context) ([]rmqwire.BrokerQueues, error) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
@@ -448,6 +448,11 @@ func (s *Source) probe(ctx context.Context) ([]rmqwire.BrokerQueues, error) {
 	}
 	if err := rmqwire.DialAll(ctx, bqs); err != nil {
 		return nil, fmt.Errorf("rocketmq source: %w", err)
+	}
+	for _, bq := range bqs {
+		if err := s.rmt.checkAuth(ctx, bq.Addr, s.spec.Topic); err != nil {
+			return nil, fmt.Errorf("rocketmq source: %w", err)
+		}
 	}
 	if s.spec.SQL != "" {
 		for _, bq := range bqs {

@@ -6,6 +6,9 @@ package testenv
 
 import (
 	"bufio"
+	"crypto/hmac"
+	"crypto/sha1" //nolint:gosec // RocketMQ's ACL signature is HMAC-SHA1
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -13,6 +16,7 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -203,9 +207,43 @@ type rmqCommand struct {
 	ExtFields map[string]string `json:"extFields,omitempty"`
 }
 
+// rmqCredentials are RocketMQ ACL keys: requests carrying them are signed.
+type rmqCredentials struct{ AccessKey, SecretKey string }
+
+// rmqSign returns ext plus the ACL fields the clients add: AccessKey, and
+// Signature = base64(HMAC-SHA1(secret key, the values of all fields,
+// AccessKey included, in key order, then the body)).
+func rmqSign(ext map[string]string, body []byte, c rmqCredentials) map[string]string {
+	out := make(map[string]string, len(ext)+2)
+	for k, v := range ext {
+		out[k] = v
+	}
+	out["AccessKey"] = c.AccessKey
+	keys := make([]string, 0, len(out))
+	for k := range out {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	mac := hmac.New(sha1.New, []byte(c.SecretKey))
+	for _, k := range keys {
+		mac.Write([]byte(out[k]))
+	}
+	mac.Write(body)
+	out["Signature"] = base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	return out
+}
+
 // rmqCall sends one request and returns the response header and body.
 func rmqCall(addr string, code int, ext map[string]string, body []byte, timeout time.Duration) (rmqCommand, []byte, error) {
+	return rmqCallAs(addr, code, ext, body, nil, timeout)
+}
+
+// rmqCallAs is rmqCall, signed with creds unless they are nil.
+func rmqCallAs(addr string, code int, ext map[string]string, body []byte, creds *rmqCredentials, timeout time.Duration) (rmqCommand, []byte, error) {
 	var resp rmqCommand
+	if creds != nil {
+		ext = rmqSign(ext, body, *creds)
+	}
 	c, err := dialDeadline(addr, timeout)
 	if err != nil {
 		return resp, nil, err
@@ -381,6 +419,12 @@ func rocketmqBrokerAddrs(namesrv string, timeout time.Duration) ([]string, error
 // read/write queues on every master broker (UPDATE_AND_CREATE_TOPIC), the
 // same request the Java admin tool's updateTopic sends.
 func rocketmqCreateTopic(namesrv, topic string, queues int, timeout time.Duration) error {
+	return rocketmqCreateTopicAs(namesrv, topic, queues, nil, timeout)
+}
+
+// rocketmqCreateTopicAs is rocketmqCreateTopic with requests to the brokers
+// signed with creds unless they are nil (name servers take no ACL).
+func rocketmqCreateTopicAs(namesrv, topic string, queues int, creds *rmqCredentials, timeout time.Duration) error {
 	addrs, err := rocketmqBrokerAddrs(namesrv, timeout)
 	if err != nil {
 		return err
@@ -396,7 +440,7 @@ func rocketmqCreateTopic(namesrv, topic string, queues int, timeout time.Duratio
 		"order":           "false",
 	}
 	for _, a := range addrs {
-		resp, _, err := rmqCall(a, rmqUpdateCreateTopic, ext, nil, timeout)
+		resp, _, err := rmqCallAs(a, rmqUpdateCreateTopic, ext, nil, creds, timeout)
 		if err != nil {
 			return fmt.Errorf("UPDATE_AND_CREATE_TOPIC on %s: %w", a, err)
 		}

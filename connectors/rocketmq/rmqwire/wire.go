@@ -45,6 +45,7 @@ const (
 	ReqGetRouteInfoByTopic  = 105
 
 	ResSuccess       = 0
+	ResNoPermission  = 16 // ACL: unknown user, bad signature, or not allowed
 	ResTopicNotExist = 17
 	ResPullNotFound  = 19
 	ResPullRetry     = 20

@@ -9,17 +9,21 @@
 //       CLUSTER and wait until the name server returns a route with them.
 // Exits 0 on success, 1 when the deadline passed (last error on stderr), 2 on bad usage.
 // A deadline of 0 makes exactly one attempt.
+// With -Dsluice.accessKey=AK -Dsluice.secretKey=SK every request is signed (RocketMQ ACL).
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
 
+import org.apache.rocketmq.acl.common.AclClientRPCHook;
+import org.apache.rocketmq.acl.common.SessionCredentials;
 import org.apache.rocketmq.client.producer.DefaultMQProducer;
 import org.apache.rocketmq.client.producer.SendResult;
 import org.apache.rocketmq.client.producer.SendStatus;
 import org.apache.rocketmq.common.TopicConfig;
 import org.apache.rocketmq.common.message.Message;
+import org.apache.rocketmq.remoting.RPCHook;
 import org.apache.rocketmq.remoting.protocol.body.ClusterInfo;
 import org.apache.rocketmq.remoting.protocol.route.BrokerData;
 import org.apache.rocketmq.remoting.protocol.route.QueueData;
@@ -83,8 +87,14 @@ public class RocketMQAdmin {
         }
     }
 
+    /** The ACL signer when credentials are given, else null (no signing). */
+    static RPCHook aclHook() {
+        String ak = System.getProperty("sluice.accessKey", ""), sk = System.getProperty("sluice.secretKey", "");
+        return ak.isEmpty() ? null : new AclClientRPCHook(new SessionCredentials(ak, sk));
+    }
+
     static DefaultMQAdminExt admin(String ns) throws Exception {
-        DefaultMQAdminExt admin = new DefaultMQAdminExt(5000);
+        DefaultMQAdminExt admin = new DefaultMQAdminExt(aclHook(), 5000);
         admin.setNamesrvAddr(ns);
         admin.setInstanceName("sluice-admin-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
         admin.start();
@@ -122,7 +132,7 @@ public class RocketMQAdmin {
     }
 
     static String send(String ns, String topic) throws Exception {
-        DefaultMQProducer p = new DefaultMQProducer("sluice-ready-producer");
+        DefaultMQProducer p = new DefaultMQProducer("sluice-ready-producer", aclHook());
         p.setNamesrvAddr(ns);
         p.setInstanceName("sluice-ready-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
         p.setVipChannelEnabled(false);
