@@ -9,6 +9,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -34,6 +36,7 @@ type knobs struct {
 	concurrency int
 	size        int
 	syncAlways  bool
+	profile     time.Duration
 }
 
 // Scenario is B6.
@@ -46,6 +49,7 @@ func Scenario() harness.Scenario {
 			fs.IntVar(&k.concurrency, "b6.concurrency", 32, "submissions in flight (keep-alive connections)")
 			fs.IntVar(&k.size, "b6.size", 1024, "bytes of each invocation body")
 			fs.BoolVar(&k.syncAlways, "b6.sync-always", false, "run Sluice with --queue-sync-always")
+			fs.DurationVar(&k.profile, "b6.profile", 0, "if set, run Sluice with --pprof and save a CPU profile of this long, taken from the start of the submissions, as rN-cpu.pprof in the run's directory")
 			return func(ctx context.Context, env *harness.Env) (*harness.Report, error) {
 				return run(ctx, env, *k)
 			}
@@ -121,6 +125,9 @@ func measure(ctx context.Context, env *harness.Env, k knobs, n int, body []byte,
 	if k.syncAlways {
 		extra = append(extra, "--queue-sync-always")
 	}
+	if k.profile > 0 {
+		extra = append(extra, "--pprof")
+	}
 	sl, err := asyncload.StartSluice(ctx, env.Sluice, cfg, filepath.Join(env.WorkDir, fmt.Sprintf("r%d-data", r)),
 		filepath.Join(env.WorkDir, fmt.Sprintf("r%d-sluice.log", r)), extra...)
 	if err != nil {
@@ -131,9 +138,20 @@ func measure(ctx context.Context, env *harness.Env, k knobs, n int, body []byte,
 	client := asyncload.NewClient("http://"+sl.Addr, apiKey, k.concurrency)
 	defer client.Close()
 	count.Store(0)
+	profiled := make(chan error, 1)
+	if k.profile > 0 {
+		go func() {
+			profiled <- saveProfile(ctx, "http://"+sl.Addr, k.profile, filepath.Join(env.WorkDir, fmt.Sprintf("r%d-cpu.pprof", r)))
+		}()
+	} else {
+		profiled <- nil
+	}
 	stop = env.Progress.Track(fmt.Sprintf("r%d submissions", r), int64(n), count.Load)
 	acc := asyncload.Submit(ctx, client, "/v1/functions/noop/invocations", body, n, k.concurrency, 0, &count)
 	stop()
+	if err := <-profiled; err != nil {
+		env.Progress.Printf("r%d: CPU profile not saved: %v", r, err)
+	}
 
 	// Executed: every accepted task succeeded (the engine counts them).
 	var executed atomic.Int64
@@ -217,4 +235,26 @@ func report(env *harness.Env, k knobs, n int, runs []oneRun) *harness.Report {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d submissions were refused (non-2xx) across the runs", refused))
 	}
 	return rep
+}
+
+// saveProfile fetches a CPU profile of d from a Sluice run with --pprof
+// and writes it to path.
+func saveProfile(ctx context.Context, base string, d time.Duration, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, int(d.Seconds())), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("pprof: %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/sluicehq/sluice/runtime/tasks"
 )
 
-// TestGroupCommitReruns: writes share transactions (db.Batch), and a write
+// TestGroupCommitReruns: writes share transactions (writer.go), and a write
 // that fails makes its batch roll back and run again without it. Creates
 // racing with failing ones must still leave every task as its own Create
 // reported: one original per key, duplicates pointing at it, and the

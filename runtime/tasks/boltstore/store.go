@@ -1,9 +1,10 @@
 // Package boltstore is the embedded task store: one bbolt file (by
 // convention <data-dir>/tasks.db) owned by one Sluice process, which holds
-// the file's lock while it is open. Every write is one bbolt transaction,
-// fsynced before it returns, so a task Create or Transition that returned
-// survives SIGKILL and power loss; writes are serialized (one writer), reads
-// run concurrently with them.
+// the file's lock while it is open. Every write is part of a bbolt
+// transaction that is fsynced before the write returns, so a task Create or
+// Transition that returned survives SIGKILL and power loss. bbolt has one
+// writer: concurrent writes are group-committed (writer.go), so they share
+// a transaction and its fsync; reads run concurrently with them.
 //
 // Layout (one bucket per tenant, so tenant isolation is structural):
 //
@@ -37,9 +38,8 @@ import (
 // same data directory fails fast instead of hanging.
 const lockTimeout = 2 * time.Second
 
-// batchDelay is how long a write waits for others to share its
-// transaction (and its fsync): writes are group-committed with db.Batch.
-const batchDelay = 2 * time.Millisecond
+// initialMmap is the file mapping's initial size.
+const initialMmap = 1 << 30
 
 // sweepBatch bounds the keys one sweep transaction purges, so the sweep
 // never holds the writer lock for long.
@@ -60,6 +60,7 @@ const (
 // Store is the bbolt task store. It is safe for concurrent use.
 type Store struct {
 	db    *bolt.DB
+	w     *writer // every write transaction goes through it
 	opts  tasks.Options
 	sweep *tasks.Sweeper
 
@@ -72,7 +73,18 @@ var _ tasks.Store = (*Store)(nil)
 // Open opens (creating if needed) the store file at path and starts its
 // key sweep. The caller owns the store and must Close it.
 func Open(path string, o tasks.Options) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: lockTimeout,
+		// Commit cost bounds the store's throughput. The free page list
+		// is rebuilt at open instead of written with every commit (what
+		// etcd does); the map form keeps freeing and allocating pages cheap
+		// as the file grows; mapping a large region up front (address
+		// space, not memory) spares the remaps that stall every reader and
+		// writer as the file grows.
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: initialMmap,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s (another process may hold it): %w", path, err)
 	}
@@ -87,8 +99,7 @@ func Open(path string, o tasks.Options) (*Store, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("boltstore: init %s: %w", path, err), db.Close())
 	}
-	db.MaxBatchDelay = batchDelay
-	s := &Store{db: db, opts: o.WithDefaults()}
+	s := &Store{db: db, w: startWriter(db), opts: o.WithDefaults()}
 	s.sweep = tasks.StartSweeper(s.opts.SweepInterval, func(ctx context.Context) {
 		if _, err := s.PurgeExpiredKeys(ctx); err != nil && !errors.Is(err, tasks.ErrClosed) && ctx.Err() == nil {
 			s.opts.Logger.Warn("tasks: purging expired idempotency keys", "store", path, "err", err)
@@ -107,6 +118,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.sweep.Stop()
+	s.w.close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("boltstore: close: %w", err)
 	}
@@ -125,7 +137,7 @@ func (s *Store) do(ctx context.Context, write bool, fn func(tx *bolt.Tx) error) 
 		return tasks.ErrClosed
 	}
 	if write {
-		return s.db.Batch(fn)
+		return s.w.write(ctx, fn)
 	}
 	return s.db.View(fn)
 }
@@ -408,11 +420,7 @@ func load(tx *bolt.Tx, tenant, id string) (*tasks.Task, error) {
 // put writes next (replacing cur, nil for a new task) and keeps the
 // indexes and counters in step. Received and Function never change.
 func put(tb *bolt.Bucket, cur, next *tasks.Task) error {
-	v, err := encode(next)
-	if err != nil {
-		return err
-	}
-	if err := tb.Bucket([]byte(bTasks)).Put([]byte(next.ID), v); err != nil {
+	if err := tb.Bucket([]byte(bTasks)).Put([]byte(next.ID), encode(next)); err != nil {
 		return err
 	}
 	rk := recvKey(next.Times.Received, next.ID)
@@ -598,8 +606,8 @@ func decodeKeyExp(k []byte) (exp time.Time, tenant, key string) {
 	return fromOrderedMicros(k[:8]), string(k[10 : 10+n]), string(k[10+n:])
 }
 
-// record is the stored form of a task (the tenant is its bucket). Times are
-// Unix microseconds.
+// record is the JSON form of a task that records written before the
+// binary format (codec.go) have. Times are Unix microseconds.
 type record struct {
 	ID         string            `json:"id"`
 	Function   string            `json:"fn"`
@@ -622,14 +630,6 @@ type record struct {
 	Version    int64             `json:"v"`
 }
 
-func micros(p *time.Time) *int64 {
-	if p == nil {
-		return nil
-	}
-	v := p.UnixMicro()
-	return &v
-}
-
 func fromMicros(p *int64) *time.Time {
 	if p == nil {
 		return nil
@@ -638,19 +638,7 @@ func fromMicros(p *int64) *time.Time {
 	return &v
 }
 
-func encode(t *tasks.Task) ([]byte, error) {
-	return json.Marshal(record{
-		ID: t.ID, Function: t.Function, State: t.State, Attempts: t.Attempts, Retries: t.Retries,
-		Key: t.IdempotencyKey, DupOf: t.DuplicateOf, Event: t.Event, Result: t.Result,
-		Error: t.Error, LastStatus: t.LastStatus, Labels: t.Labels,
-		Received: t.Times.Received.UnixMicro(), Queued: micros(t.Times.Queued),
-		Dispatched: micros(t.Times.Dispatched), Started: micros(t.Times.Started),
-		Finished: micros(t.Times.Finished), Delivered: micros(t.Times.Delivered),
-		Version: t.Version,
-	})
-}
-
-func decode(tenant string, v []byte) (*tasks.Task, error) {
+func decodeJSON(tenant string, v []byte) (*tasks.Task, error) {
 	var r record
 	if err := json.Unmarshal(v, &r); err != nil {
 		return nil, fmt.Errorf("corrupt task record: %w", err)
