@@ -36,6 +36,7 @@ func harness(t *testing.T, tune func(*sarama.Config)) conformance.SourceHarness 
 			Persistent:       true,
 			Redelivers:       true,
 			ContiguousCommit: true,
+			FollowsCredit:    true,
 		},
 		Subscription: func(t *testing.T, lanes int) conformance.Subscription {
 			s := &subscription{

@@ -90,10 +90,12 @@ func (h *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	h.mu.Unlock()
 	l := newLane(sess, claim.Topic(), claim.Partition(), &st.dirty)
 	st.add(l, claim)
+	h.s.credit.join(l)
 	if st.unstarted.Add(-1) == 0 {
 		h.s.markReady()
 	}
 	h.s.consumeLane(sess.Context(), claim, l)
+	h.s.credit.leave(l)
 	st.remove(l)
 	h.s.releaseLane(sess, l)
 	return nil
@@ -133,7 +135,7 @@ func (s *Source) commitLoop(sess sarama.ConsumerGroupSession, st *sessionState) 
 func (s *Source) consumeLane(ctx context.Context, claim sarama.ConsumerGroupClaim, l *lane) {
 	msgs := claim.Messages()
 	for {
-		if !l.hasRoom(s.window) {
+		if !l.hasRoom(s.credit.perLane()) {
 			// Not reading Messages makes sarama stop fetching this
 			// partition once its small buffer is full; others go on.
 			select {

@@ -54,6 +54,7 @@ type Source struct {
 	spec   pipelines.KafkaSource
 	cfg    *sarama.Config
 	window int
+	credit *credit // window per lane under the runtime's credit
 	set    settings
 	rec    recorder
 	mapper mapper
@@ -164,6 +165,7 @@ func New(spec pipelines.KafkaSource, opts connectors.Options, logger *slog.Logge
 		spec:       spec,
 		cfg:        cfg,
 		window:     window,
+		credit:     newCredit(window),
 		set:        set,
 		rec:        recorder{set.recorder},
 		mapper:     newMapper(spec.Brokers, spec.EventType),
