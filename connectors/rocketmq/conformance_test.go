@@ -27,6 +27,7 @@ func harness(t *testing.T, retry string) conformance.SourceHarness {
 			Persistent:       true,
 			Redelivers:       true,
 			ContiguousCommit: true,
+			FollowsCredit:    true,
 		},
 		Subscription: func(t *testing.T, lanes int) conformance.Subscription {
 			s := &subscription{

@@ -87,6 +87,7 @@ var (
 	_ connectors.BrokerRetrier = (*Source)(nil)
 )
 var _ connectors.Health = (*Source)(nil)
+var _ connectors.CreditFollower = (*Source)(nil)
 
 // pushConsumer is the part of the client's push consumer the source uses.
 type pushConsumer interface {
@@ -106,7 +107,7 @@ type pushConsumer interface {
 // Health may be called at any time.
 type Source struct {
 	spec     pipelines.RocketMQSource
-	window   int
+	window   int  // per queue; SetCredit's share lowers it
 	broker   bool // retry: broker
 	set      settings
 	rec      recorder
@@ -138,6 +139,7 @@ type Source struct {
 	pollCancel context.CancelFunc
 	pollDone   chan struct{}
 	parked     int // consume callbacks waiting (for tests)
+	credit     int // SetCredit's credit; 0 until set
 
 	closeOnce sync.Once
 	closeErr  error
@@ -546,10 +548,11 @@ func (s *Source) onPulled(fc *hooks.FilterMessageContext) ([]*primitive.MessageE
 	if l == nil {
 		l = s.addLaneLocked(mq)
 	}
-	// The pull window: hold this queue's pull while its lane holds window
-	// messages (pulled and not yet collected by their callbacks).
+	// The pull window: hold this queue's pull while its lane holds its
+	// window (or credit share) of messages pulled and not yet collected by
+	// their callbacks.
 	var hold *time.Timer
-	for len(l.entries) >= s.window && !l.released && !s.closing {
+	for len(l.entries) >= s.laneWindowLocked() && !l.released && !s.closing {
 		if hold == nil {
 			hold = time.NewTimer(holdMax)
 			defer hold.Stop()
@@ -730,10 +733,11 @@ func (s *Source) Read(ctx context.Context) (*connectors.Message, connectors.AckF
 // nextLocked takes the next deliverable message, visiting lanes round robin.
 func (s *Source) nextLocked() (*connectors.Message, connectors.AckFunc) {
 	n := len(s.order)
+	window := s.laneWindowLocked()
 	for i := range n {
 		idx := (s.next + i) % n
 		l := s.order[idx]
-		if len(l.queue) == 0 || l.tracker.Uncommitted() >= s.window {
+		if len(l.queue) == 0 || l.tracker.Uncommitted() >= window {
 			continue
 		}
 		e := l.queue[0]
@@ -748,6 +752,36 @@ func (s *Source) nextLocked() (*connectors.Message, connectors.AckFunc) {
 		return e.msg, s.ackFunc(l, e)
 	}
 	return nil, nil
+}
+
+// SetCredit implements connectors.CreditFollower: each live lane's window
+// becomes min(window, max(1, n/lanes)). It bounds both what Read hands out
+// per queue and the pull window of the filter hook, which holds the
+// queue's pull goroutine — the client fetches nothing more for a queue
+// whose lane holds its share. The client's own settings stay as built
+// (pull batch min(window, 32); its count and size thresholds, which back
+// the hook up): it offers no way to change them on a running consumer.
+func (s *Source) SetCredit(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.credit = max(n, 1)
+	for _, l := range s.order {
+		select {
+		case l.room <- struct{}{}:
+		default:
+		}
+	}
+	s.signalLocked()
+}
+
+// laneWindowLocked is each lane's window now: the configured window, or
+// the lane's even share of the credit when smaller (at least 1). Lanes
+// appear as their queues are first pulled, so shares shrink as they do.
+func (s *Source) laneWindowLocked() int {
+	if s.credit == 0 {
+		return s.window
+	}
+	return min(s.window, max(1, s.credit/max(len(s.order), 1)))
 }
 
 // ackFunc resolves one delivered message.
