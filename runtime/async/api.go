@@ -193,7 +193,7 @@ func (s *Service) handleInvoke(w http.ResponseWriter, r *http.Request, tenant st
 		return
 	}
 	t := &tasks.Task{
-		ID: id, Tenant: tenant, Function: name, IdempotencyKey: ikey, Event: stored,
+		ID: id, Tenant: tenant, Function: name, IdempotencyKey: ikey, DedupWindow: fn.dedup, Event: stored,
 		Labels: map[string]string{LabelInstance: s.cfg.Instance},
 		Times:  tasks.Timestamps{Received: received},
 	}

@@ -4,10 +4,14 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/runtime/tasks"
+	"github.com/sluicehq/sluice/runtime/tasks/boltstore"
+	"github.com/sluicehq/sluice/runtime/tasks/storetest"
 )
 
 func TestInvokeRefusals(t *testing.T) {
@@ -123,6 +127,40 @@ func TestInvokeEventForms(t *testing.T) {
 	ev = got(r.TaskID)
 	if ev["id"] != "client-2" || ev["type"] != "com.example.st" {
 		t.Fatalf("structured event %v", ev)
+	}
+}
+
+// TestDedupWindowPerFunction: each function holds its keys for its own
+// dedupWindow, also one shorter than the store's (the longest).
+func TestDedupWindowPerFunction(t *testing.T) {
+	clock := storetest.NewClock(time.Now())
+	store, err := boltstore.Open(filepath.Join(t.TempDir(), "tasks.db"), tasks.Options{Now: clock.Now, DedupWindow: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() }) // registered first, so it runs after the service stopped
+	e := startEnv(t, nil, envOpts{store: store})
+	key := http.Header{"Idempotency-Key": {"once"}}
+	first := map[string]string{}
+	for _, fn := range []string{"short", "echo"} { // dedupWindow 1m and the default 24h
+		code, r := e.submit(keyAcme, fn, `{}`, key)
+		if code != 202 {
+			t.Fatalf("%s: %d", fn, code)
+		}
+		first[fn] = r.TaskID
+	}
+	clock.Advance(time.Minute - time.Microsecond)
+	for _, fn := range []string{"short", "echo"} {
+		if code, r := e.submit(keyAcme, fn, `{}`, key); code != 200 || r.TaskID != first[fn] {
+			t.Fatalf("%s inside its window: %d %+v, want 200 with %s", fn, code, r, first[fn])
+		}
+	}
+	clock.Advance(time.Microsecond)
+	if code, r := e.submit(keyAcme, "short", `{}`, key); code != 202 || r.Duplicate || r.TaskID == first["short"] {
+		t.Fatalf("short after its 1m window: %d %+v, want a new task", code, r)
+	}
+	if code, r := e.submit(keyAcme, "echo", `{}`, key); code != 200 || r.TaskID != first["echo"] {
+		t.Fatalf("echo inside its 24h window: %d %+v, want 200 with %s", code, r, first["echo"])
 	}
 }
 

@@ -20,6 +20,9 @@ type function struct {
 	spec     *pipelines.Function
 	maxBytes int64
 	maxAge   time.Duration
+	// dedup is how long an invocation's idempotency key is held (the
+	// function's dedupWindow), passed to the store with each task.
+	dedup time.Duration
 	// paused mirrors the persisted pause flag (see pauseFlags); the store's
 	// task states are the authority, this is the fast path that keeps a
 	// paused function's messages away from its pipeline.
@@ -78,7 +81,8 @@ func catalogOf(tenantDocs []*pipelines.Tenant, fnDocs []*pipelines.Function) ([]
 			tenants = append(tenants, tenancy.Tenant{Name: k.tenant})
 			known[k.tenant] = true
 		}
-		fns[k] = &function{key: k, spec: d, maxBytes: int64(d.Spec.MaxRequestBytes), maxAge: d.Spec.Delivery.MaxEventAge.D()}
+		fns[k] = &function{key: k, spec: d, maxBytes: int64(d.Spec.MaxRequestBytes), maxAge: d.Spec.Delivery.MaxEventAge.D(),
+			dedup: d.Spec.DedupWindow.D()}
 	}
 	return tenants, fns, nil
 }

@@ -76,6 +76,7 @@ kind: Function
 metadata: {name: short, tenant: acme}
 spec:
   url: {{.URL}}
+  dedupWindow: 1m
   delivery: {maxEventAge: 1s}
 ---
 apiVersion: sluice.dev/v1

@@ -36,7 +36,8 @@ type Store interface {
 	// window, Create records t as a Duplicate of that task (t is updated to
 	// that record) and returns a *DuplicateError naming both; the key stays
 	// with the original. A key is held from the original's Create for the
-	// dedup window, or until the original is deleted.
+	// original's window (Options.KeyWindow), or until the original is
+	// deleted.
 	Create(ctx context.Context, t *Task) error
 
 	// Get returns the tenant's task id, or ErrNotFound.
@@ -220,7 +221,8 @@ func (q CheckedQuery) Match(t *Task) bool {
 type Options struct {
 	// Now is the store's clock (default time.Now); tests inject a fake one.
 	Now func() time.Time
-	// DedupWindow is how long an idempotency key is held (default 24h).
+	// DedupWindow is how long an idempotency key is held when the
+	// creating task names no window of its own (Task.DedupWindow; default 24h).
 	DedupWindow time.Duration
 	// SweepInterval is how often the store purges expired idempotency keys
 	// in the background (default 1m). Expired keys are ignored by Create
@@ -228,6 +230,15 @@ type Options struct {
 	SweepInterval time.Duration
 	// Logger receives background failures (a failed sweep); default slog.Default().
 	Logger *slog.Logger
+}
+
+// KeyWindow is how long Create holds t's idempotency key: t's own
+// DedupWindow, else the store's.
+func (o Options) KeyWindow(t *Task) time.Duration {
+	if t.DedupWindow > 0 {
+		return t.DedupWindow
+	}
+	return o.DedupWindow
 }
 
 // Defaults for Options.

@@ -117,8 +117,13 @@ type Task struct {
 	Attempts int `json:"attempts"`
 	// Retries counts operator retries (OpRetry) over the task's life. Owned by the store.
 	Retries int `json:"retries,omitempty"`
-	// IdempotencyKey dedups creates within the store's dedup window (empty: no dedup).
+	// IdempotencyKey dedups creates within the dedup window (empty: no dedup).
 	IdempotencyKey string `json:"idempotencyKey,omitempty"`
+	// DedupWindow is an input to Create only: how long the key is held
+	// from this Create (the function's own window); 0 means the store's
+	// Options.DedupWindow. Stores keep the key's expiry, not this field:
+	// tasks read back have 0.
+	DedupWindow time.Duration `json:"-"`
 	// DuplicateOf is the original task's ID when State is Duplicate.
 	DuplicateOf string `json:"duplicateOf,omitempty"`
 	// Event is the invocation's event (structured CloudEvent JSON), kept so
@@ -220,6 +225,9 @@ func Prepare(t *Task, now time.Time) error {
 	}
 	if len(t.IdempotencyKey) > MaxKeyLen || !utf8.ValidString(t.IdempotencyKey) {
 		return fmt.Errorf("%w: idempotency key longer than %d bytes or not UTF-8", ErrInvalid, MaxKeyLen)
+	}
+	if t.DedupWindow < 0 {
+		return fmt.Errorf("%w: negative dedup window %s", ErrInvalid, t.DedupWindow)
 	}
 	switch t.State {
 	case "":

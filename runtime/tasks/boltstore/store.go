@@ -174,7 +174,7 @@ func (s *Store) Create(ctx context.Context, t *tasks.Task) error {
 				}
 			}
 			if dup == nil {
-				exp := now.Add(s.opts.DedupWindow)
+				exp := now.Add(s.opts.KeyWindow(t))
 				if err := keys.Put([]byte(t.IdempotencyKey), encodeKey(exp, t.ID)); err != nil {
 					return err
 				}

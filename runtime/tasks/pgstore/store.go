@@ -262,7 +262,7 @@ func (s *Store) Create(ctx context.Context, t *tasks.Task) error {
 INSERT INTO sluice_task_keys AS k (tenant, key, task_id, expires_at) VALUES ($1, $2, $3, $4)
 ON CONFLICT (tenant, key) DO UPDATE SET task_id = EXCLUDED.task_id, expires_at = EXCLUDED.expires_at
 	WHERE k.expires_at <= $5
-RETURNING task_id`, t.Tenant, t.IdempotencyKey, t.ID, now.Add(s.opts.DedupWindow), now).Scan(&owner)
+RETURNING task_id`, t.Tenant, t.IdempotencyKey, t.ID, now.Add(s.opts.KeyWindow(t)), now).Scan(&owner)
 				switch {
 				case errors.Is(err, pgx.ErrNoRows):
 					if err := tx.QueryRow(ctx, `SELECT task_id FROM sluice_task_keys WHERE tenant = $1 AND key = $2`,

@@ -72,6 +72,7 @@ func Run(t *testing.T, open Factory) {
 		{"Expire", testExpire},
 		{"Duplicate", testDuplicate},
 		{"DedupWindow", testDedupWindow},
+		{"TaskDedupWindow", testTaskDedupWindow},
 		{"DuplicateConcurrent", testDuplicateConcurrent},
 		{"TenantIsolation", testTenantIsolation},
 		{"ListFilters", testListFilters},
@@ -218,6 +219,7 @@ func (e *env) reach(tenant, function string, s tasks.State) *tasks.Task {
 // their microseconds.
 func normalized(t *tasks.Task) *tasks.Task {
 	c := t.Clone()
+	c.DedupWindow = 0 // an input to Create, not kept
 	if len(c.Event) == 0 {
 		c.Event = nil
 	}
@@ -705,6 +707,52 @@ func testDedupWindow(t *testing.T, e *env) {
 	if n, err := p.PurgeExpiredKeys(e.ctx); err != nil || n != 0 {
 		t.Errorf("second purge: %d, %v; want 0, nil", n, err)
 	}
+}
+
+// testTaskDedupWindow: a task's own window (its function's) overrides the
+// store's, shorter or longer, and holds from the claiming Create.
+func testTaskDedupWindow(t *testing.T, e *env) {
+	withKey := func(key string, window time.Duration) *tasks.Task {
+		return &tasks.Task{Tenant: "acme", Function: "f", IdempotencyKey: key, DedupWindow: window}
+	}
+	if err := e.s.Create(e.ctx, withKey("bad", -time.Second)); !errors.Is(err, tasks.ErrInvalid) {
+		t.Fatalf("negative window: got %v, want ErrInvalid", err)
+	}
+	const short, long = dedupWindow / 6, 2 * dedupWindow
+	shortOrig, longOrig, storeOrig := withKey("short", short), withKey("long", long), withKey("store", 0)
+	for _, task := range []*tasks.Task{shortOrig, longOrig, storeOrig} {
+		if err := e.s.Create(e.ctx, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var de *tasks.DuplicateError
+	dupOf := func(key string, window time.Duration, orig *tasks.Task, when string) {
+		t.Helper()
+		// The repeat's own window does not matter: the holder's does.
+		if err := e.s.Create(e.ctx, withKey(key, window)); !errors.As(err, &de) || de.Original != orig.ID {
+			t.Fatalf("%s, key %q: got %v, want a duplicate of %s", when, key, err, orig.ID)
+		}
+	}
+	fresh := func(key string, when string) *tasks.Task {
+		t.Helper()
+		task := withKey(key, short)
+		if err := e.s.Create(e.ctx, task); err != nil || task.State != tasks.Queued {
+			t.Fatalf("%s, key %q: %v %s, want a new original", when, key, err, show(task))
+		}
+		return task
+	}
+	e.clock.Advance(short - time.Microsecond)
+	dupOf("short", long, shortOrig, "just inside the short window")
+	e.clock.Advance(time.Microsecond)
+	newShort := fresh("short", "at the end of the short window")
+	dupOf("short", 0, newShort, "the new holder's window")
+	dupOf("long", 0, longOrig, "inside the long window")
+	dupOf("store", 0, storeOrig, "inside the store's window")
+	e.clock.Advance(dedupWindow - short)
+	fresh("store", "at the end of the store's window")
+	dupOf("long", short, longOrig, "past the store's window, inside the long one")
+	e.clock.Advance(long - dedupWindow)
+	fresh("long", "at the end of the long window")
 }
 
 func testDuplicateConcurrent(t *testing.T, e *env) {
