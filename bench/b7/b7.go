@@ -8,11 +8,15 @@ package b7
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,6 +81,10 @@ type contender struct {
 	// FnCPUPer100k is the function process's CPU time per 100k events
 	// (NaN where the function is not called).
 	FnCPUPer100k harness.Num `json:"functionCpuSecondsPer100k"`
+	// BrokerCPUPer100k is the broker process's CPU time per 100k events
+	// while the contender ran (NaN when its process was not found): on
+	// two cores the broker competes with the contender and the function.
+	BrokerCPUPer100k harness.Num `json:"brokerCpuSecondsPer100k"`
 }
 
 // run is one run of one broker: its raw-consume, raw-http and Sluice.
@@ -92,6 +100,8 @@ type bench struct {
 	k   knobs
 	ev  kafkaload.Events
 	fn  *procs.Function
+	// brokerPID is the measured broker's process (0: not found).
+	brokerPID int
 }
 
 func runB7(ctx context.Context, env *harness.Env, k knobs) (*harness.Report, error) {
@@ -133,17 +143,18 @@ func runB7(ctx context.Context, env *harness.Env, k knobs) (*harness.Report, err
 // deleted after.
 func (b *bench) rabbit(ctx context.Context) ([]run, error) {
 	n := int64(b.ev.N)
-	url := b.k.amqpURL
+	amqpURL := b.k.amqpURL
+	b.brokerPID = b.findBroker(rabbitPort(amqpURL))
 	backlog := func(queue string) (func(), error) {
 		drop := func() {
-			if err := rabbitload.DeleteQueue(url, queue); err != nil {
+			if err := rabbitload.DeleteQueue(amqpURL, queue); err != nil {
 				fmt.Fprintln(b.env.Log, "warning:", err)
 			}
 		}
-		if err := rabbitload.DeclareQueue(url, queue); err != nil {
+		if err := rabbitload.DeclareQueue(amqpURL, queue); err != nil {
 			return nil, err
 		}
-		if err := rabbitload.Produce(ctx, url, queue, b.ev, b.env.Progress); err != nil {
+		if err := rabbitload.Produce(ctx, amqpURL, queue, b.ev, b.env.Progress); err != nil {
 			drop()
 			return nil, err
 		}
@@ -158,12 +169,14 @@ func (b *bench) rabbit(ctx context.Context) ([]run, error) {
 		if err != nil {
 			return nil, err
 		}
-		rc, err := rabbitload.RawConsume(ctx, url, queue, n, pipelines.DefaultWindow, "rabbitmq "+tag+" raw-consume", b.env.Progress)
+		res.RawConsume, err = b.around(func() (contender, error) {
+			rc, err := rabbitload.RawConsume(ctx, amqpURL, queue, n, pipelines.DefaultWindow, "rabbitmq "+tag+" raw-consume", b.env.Progress)
+			return baseline(rc), err
+		})
 		drop()
 		if err != nil {
 			return nil, err
 		}
-		res.RawConsume = baseline(rc)
 		if res.RawHTTP, err = b.rawHTTP(ctx, "rabbitmq "+tag+" raw-http"); err != nil {
 			return nil, err
 		}
@@ -171,7 +184,7 @@ func (b *bench) rabbit(ctx context.Context) ([]run, error) {
 		if drop, err = backlog(queue); err != nil {
 			return nil, err
 		}
-		res.Sluice, err = b.sluice(ctx, "b7-rabbitmq", fmt.Sprintf("rabbitmq: {url: %q, queue: %s}", url, queue), "rabbitmq "+tag+" sluice")
+		res.Sluice, err = b.sluice(ctx, "b7-rabbitmq", fmt.Sprintf("rabbitmq: {url: %q, queue: %s}", amqpURL, queue), "rabbitmq "+tag+" sluice")
 		drop()
 		if err != nil {
 			return nil, err
@@ -198,6 +211,9 @@ func (b *bench) rocket(ctx context.Context) ([]run, error) {
 	if err := rocketload.Produce(ctx, ns, topic, b.ev, b.env.Progress); err != nil {
 		return nil, err
 	}
+	if addrs, err := rocketload.BrokerAddrs(ctx, ns); err == nil {
+		b.brokerPID = b.findBroker(portOf(addrs[0], 10911))
+	}
 	dropGroup := func(group string) {
 		if err := rocketload.DeleteGroup(context.WithoutCancel(ctx), ns, group); err != nil {
 			fmt.Fprintln(b.env.Log, "warning:", err)
@@ -208,12 +224,15 @@ func (b *bench) rocket(ctx context.Context) ([]run, error) {
 		tag := fmt.Sprintf("r%d", r)
 		var res run
 		group := topic + "-" + tag + "-raw"
-		rc, err := rocketload.RawConsume(ctx, ns, topic, group, n, pipelines.DefaultWindow, "rocketmq "+tag+" raw-consume", b.env.Progress)
+		var err error
+		res.RawConsume, err = b.around(func() (contender, error) {
+			rc, err := rocketload.RawConsume(ctx, ns, topic, group, n, pipelines.DefaultWindow, "rocketmq "+tag+" raw-consume", b.env.Progress)
+			return baseline(rc), err
+		})
 		dropGroup(group)
 		if err != nil {
 			return nil, err
 		}
-		res.RawConsume = baseline(rc)
 		if res.RawHTTP, err = b.rawHTTP(ctx, "rocketmq "+tag+" raw-http"); err != nil {
 			return nil, err
 		}
@@ -240,7 +259,7 @@ func (b *bench) pipeline(name, source string) measure.Pipeline {
 // sluice runs Sluice over source until it acknowledged the whole backlog.
 func (b *bench) sluice(ctx context.Context, name, source, label string) (contender, error) {
 	pl := b.pipeline(name, source)
-	return fnCPU(b.fn, b.ev.N, func() (contender, error) {
+	return b.around(func() (contender, error) {
 		r, err := measure.Sluice(ctx, b.env.Sluice, b.env.WorkDir, pl, b.fn, measure.Opts{Target: int64(b.ev.N), Label: label}, b.env.Progress)
 		if err != nil {
 			return contender{}, fmt.Errorf("%s: %w", label, err)
@@ -259,7 +278,7 @@ func (b *bench) sluice(ctx context.Context, name, source, label string) (contend
 
 // rawHTTP posts the same events to the function with the same concurrency.
 func (b *bench) rawHTTP(ctx context.Context, label string) (contender, error) {
-	return fnCPU(b.fn, b.ev.N, func() (contender, error) {
+	return b.around(func() (contender, error) {
 		rh, err := httpload.Run(ctx, httpload.Load{URL: b.fn.URL, Events: b.ev, Concurrency: b.k.concurrency, Label: label}, b.env.Progress)
 		if err != nil {
 			return contender{}, fmt.Errorf("%s: %w", label, err)
@@ -268,28 +287,81 @@ func (b *bench) rawHTTP(ctx context.Context, label string) (contender, error) {
 	})
 }
 
-// fnCPU measures the function's CPU time around f, per 100k events.
-func fnCPU(fn *procs.Function, events int, f func() (contender, error)) (contender, error) {
-	u0, err := fn.Usage()
+// around runs f and adds the function's and the broker's CPU time while
+// it ran, per 100k events.
+func (b *bench) around(f func() (contender, error)) (contender, error) {
+	per100k := func(s float64) harness.Num { return harness.Num(s / float64(b.ev.N) * 100_000) }
+	fn0, err := b.fn.Usage()
 	if err != nil {
 		return contender{}, err
 	}
+	br0, brErr := b.brokerUsage()
 	c, err := f()
 	if err != nil {
 		return c, err
 	}
-	u1, err := fn.Usage()
+	fn1, err := b.fn.Usage()
 	if err != nil {
 		return c, err
 	}
-	c.FnCPUPer100k = harness.Num((u1.CPUSeconds - u0.CPUSeconds) / float64(events) * 100_000)
+	c.FnCPUPer100k = per100k(fn1.CPUSeconds - fn0.CPUSeconds)
+	c.BrokerCPUPer100k = harness.Num(math.NaN())
+	if br1, err := b.brokerUsage(); err == nil && brErr == nil {
+		c.BrokerCPUPer100k = per100k(br1.CPUSeconds - br0.CPUSeconds)
+	}
 	return c, nil
+}
+
+// brokerUsage reads the broker process's CPU time.
+func (b *bench) brokerUsage() (procs.Usage, error) {
+	if b.brokerPID == 0 {
+		return procs.Usage{}, errors.New("broker process not found")
+	}
+	return procs.ReadUsage(b.brokerPID)
+}
+
+// findBroker returns the process listening on port (0, with a warning,
+// when there is none this user can see: a remote broker, say).
+func (b *bench) findBroker(port int) int {
+	pid, err := listenerPID(port)
+	if err != nil {
+		fmt.Fprintf(b.env.Log, "warning: broker CPU not measured: %v\n", err)
+		return 0
+	}
+	return pid
+}
+
+// rabbitPort is the port of an AMQP URL (5672, or 5671 for amqps, when
+// the URL has none).
+func rabbitPort(raw string) int {
+	def := 5672
+	u, err := url.Parse(raw)
+	if err != nil {
+		return def
+	}
+	if u.Scheme == "amqps" {
+		def = 5671
+	}
+	if p, err := strconv.Atoi(u.Port()); err == nil {
+		return p
+	}
+	return def
+}
+
+// portOf is the port of a host:port address, def when it has none.
+func portOf(addr string, def int) int {
+	if _, p, err := net.SplitHostPort(addr); err == nil {
+		if n, err := strconv.Atoi(p); err == nil {
+			return n
+		}
+	}
+	return def
 }
 
 // baseline is a contender measured inside the bench process.
 func baseline(r kafkaload.Result) contender {
 	return contender{Rate: harness.Num(r.Rate()), CPUPer100k: harness.Num(r.CPUSeconds / float64(r.Events) * 100_000),
-		PeakRSSMiB: harness.Num(math.NaN()), Seconds: harness.Num(r.Last.Sub(r.First).Seconds()), FnCPUPer100k: harness.Num(math.NaN())}
+		PeakRSSMiB: harness.Num(math.NaN()), Seconds: harness.Num(r.Last.Sub(r.First).Seconds())}
 }
 
 func splitList(s string) []string {

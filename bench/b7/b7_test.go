@@ -2,6 +2,8 @@ package b7
 
 import (
 	"math"
+	"net"
+	"os"
 	"strings"
 	"testing"
 
@@ -136,7 +138,7 @@ func TestReportTables(t *testing.T) {
 	}
 	row := rep.Tables[0].Rows[2]
 	// Sluice ÷ raw-consume per run: 0.6, 0.5 → median 0.55.
-	if row[5] != "0.55 (0.50–0.60)" {
+	if row[6] != "0.55 (0.50–0.60)" {
 		t.Errorf("rabbitmq ÷ raw-consume cell %q", row[5])
 	}
 	if rep.Bars[1].Status != harness.Met || rep.Bars[0].Status != harness.Missed {
@@ -146,5 +148,39 @@ func TestReportTables(t *testing.T) {
 	rep.Render(&sb)
 	if !strings.Contains(sb.String(), "B7 rocketmq: events/s ÷ raw-consume") {
 		t.Errorf("rendered report lacks the RocketMQ bar:\n%s", sb.String())
+	}
+}
+
+// The broker's process is found by its listening port; this test process
+// listens on one.
+func TestListenerPID(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	pid, err := listenerPID(l.Addr().(*net.TCPAddr).Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pid != os.Getpid() {
+		t.Errorf("pid %d, want this process %d", pid, os.Getpid())
+	}
+	l.Close()
+	if _, err := listenerPID(l.Addr().(*net.TCPAddr).Port); err == nil {
+		t.Error("a closed port still has a listener")
+	}
+}
+
+func TestPorts(t *testing.T) {
+	for in, want := range map[string]int{
+		"amqp://guest:guest@127.0.0.1:5672/": 5672, "amqp://h:5999/v": 5999, "amqp://h/": 5672, "amqps://h/": 5671,
+	} {
+		if got := rabbitPort(in); got != want {
+			t.Errorf("rabbitPort(%q) = %d, want %d", in, got, want)
+		}
+	}
+	if portOf("127.0.0.1:10911", 1) != 10911 || portOf("broker", 10911) != 10911 {
+		t.Error("portOf")
 	}
 }

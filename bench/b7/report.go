@@ -27,6 +27,7 @@ func rate(c contender) harness.Num { return c.Rate }
 func cpu(c contender) harness.Num  { return c.CPUPer100k }
 func rss(c contender) harness.Num  { return c.PeakRSSMiB }
 func fnc(c contender) harness.Num  { return c.FnCPUPer100k }
+func brk(c contender) harness.Num  { return c.BrokerCPUPer100k }
 
 // summary is one broker's medians over runs and the per-run ratios they
 // come from (each run's Sluice against the baselines of that run).
@@ -107,14 +108,15 @@ func report(env *harness.Env, k knobs, ev kafkaload.Events, brokers []string, re
 		t := harness.Table{
 			Title: fmt.Sprintf("B7 %s: %d events of %d B%s, no-op function, ordering none, %d in flight; median of %d runs (range)",
 				b, ev.N, ev.Size, shape(b, k), k.concurrency, len(runs)),
-			Header: []string{"contender", "events/s", "CPU-s/100k ev", "function CPU-s/100k ev", "peak RSS MiB", "÷ raw-consume", "÷ min(raw-consume, raw-http)"},
+			Header: []string{"contender", "events/s", "CPU-s/100k ev", "function CPU-s/100k ev", "broker CPU-s/100k ev", "peak RSS MiB", "÷ raw-consume", "÷ min(raw-consume, raw-http)"},
 		}
 		for _, c := range []struct {
 			name string
 			pick func(run) contender
 		}{{"raw-consume", rawConsume}, {fmt.Sprintf("raw-http (%d in flight)", k.concurrency), rawHTTP}} {
 			t.Rows = append(t.Rows, []string{c.name, harness.Spread(series(runs, c.pick, rate), 0),
-				harness.Spread(series(runs, c.pick, cpu), 2) + " (bench)", harness.Spread(series(runs, c.pick, fnc), 2), "—", "", ""})
+				harness.Spread(series(runs, c.pick, cpu), 2) + " (bench)", harness.Spread(series(runs, c.pick, fnc), 2),
+				harness.Spread(series(runs, c.pick, brk), 2), "—", "", ""})
 		}
 		toRaw := make([]float64, len(s.RatiosToRaw))
 		toMin := make([]float64, len(s.RatiosToMin))
@@ -123,7 +125,8 @@ func report(env *harness.Env, k knobs, ev kafkaload.Events, brokers []string, re
 		}
 		t.Rows = append(t.Rows, []string{fmt.Sprintf("sluice ordering=none (%d in flight)", k.concurrency),
 			harness.Spread(series(runs, sluiceOf, rate), 0), harness.Spread(series(runs, sluiceOf, cpu), 2),
-			harness.Spread(series(runs, sluiceOf, fnc), 2), harness.Spread(series(runs, sluiceOf, rss), 0),
+			harness.Spread(series(runs, sluiceOf, fnc), 2), harness.Spread(series(runs, sluiceOf, brk), 2),
+			harness.Spread(series(runs, sluiceOf, rss), 0),
 			harness.Spread(toRaw, 2), harness.Spread(toMin, 2)})
 		rep.Tables = append(rep.Tables, t)
 		rep.Bars = append(rep.Bars, s.bar())
@@ -136,6 +139,7 @@ func report(env *harness.Env, k knobs, ev kafkaload.Events, brokers []string, re
 		"RabbitMQ: every contender of every run gets its own queue, filled just before it runs (consuming empties a queue); RocketMQ: one topic, a fresh consumer group per contender",
 		"raw-consume uses Sluice's default window as its prefetch (RabbitMQ basic.qos) and per-queue pull threshold (RocketMQ)",
 		"Sluice CPU and peak RSS are of the sluice process (/proc/<pid>/stat, VmHWM); baseline CPU is the bench process, which runs them",
+		"function and broker CPU are of their processes (the broker found by its listening port) over each contender's whole measurement, start-up included",
 	)
 	return rep
 }

@@ -97,8 +97,8 @@ const (
 // body, whose map keys the name server writes unquoted.
 var reBrokerAddr = regexp.MustCompile(`"brokerAddrs"\s*:\s*\{\s*"?0"?\s*:\s*"([^"]+)"`)
 
-// brokerAddrs lists the master brokers the name server knows.
-func brokerAddrs(ctx context.Context, nameServer string) ([]string, error) {
+// BrokerAddrs lists the master brokers the name server knows.
+func BrokerAddrs(ctx context.Context, nameServer string) ([]string, error) {
 	hdr, body, err := rmqwire.Client{}.Call(ctx, nameServer, reqGetBrokerClusterInfo, nil, nil, false)
 	if err != nil {
 		return nil, fmt.Errorf("rocketmq cluster info: %w", err)
@@ -120,7 +120,7 @@ func brokerAddrs(ctx context.Context, nameServer string) ([]string, error) {
 // master broker and waits (up to a minute) until the name server's route
 // shows them.
 func CreateTopic(ctx context.Context, nameServer, topic string, queues int) error {
-	addrs, err := brokerAddrs(ctx, nameServer)
+	addrs, err := BrokerAddrs(ctx, nameServer)
 	if err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func CreateTopic(ctx context.Context, nameServer, topic string, queues int) erro
 // DeleteTopic deletes a topic the bench created, on its brokers and on the
 // name server (a backlog is 100 MiB of commit log per run).
 func DeleteTopic(ctx context.Context, nameServer, topic string) error {
-	addrs, err := brokerAddrs(ctx, nameServer)
+	addrs, err := BrokerAddrs(ctx, nameServer)
 	if err != nil {
 		return err
 	}
@@ -170,7 +170,7 @@ func DeleteTopic(ctx context.Context, nameServer, topic string) error {
 // DeleteGroup deletes a consumer group the bench used, with its offsets,
 // so that runs leave no subscription groups behind in the broker.
 func DeleteGroup(ctx context.Context, nameServer, group string) error {
-	addrs, err := brokerAddrs(ctx, nameServer)
+	addrs, err := BrokerAddrs(ctx, nameServer)
 	if err != nil {
 		return err
 	}
