@@ -447,16 +447,35 @@ rmq_admin() { # ARGS...: run the RocketMQAdmin helper (foreground)
 
 rmq_render() {
   mkdir -p "$RMQ_DIR/namesrv" "$RMQ_DIR/store" "$RMQ_HOME" "$RMQ_USER_HOME"
+  rmq_render_to "$RMQ_DIR"
+}
+
+# rmq_render_to DIR: write namesrv.conf and broker.conf for the current instance into DIR.
+rmq_render_to() {
+  local out=$1
   local -a subst=(-e "s|@ROCKETMQ_HOME@|$RMQ_HOME|g" -e "s|@STATE_DIR@|$RMQ_DIR|g"
     -e "s|@NAMESRV_PORT@|$RMQ_NAMESRV_PORT|g" -e "s|@BROKER_PORT@|$RMQ_BROKER_PORT|g"
     -e "s|@CLUSTER@|$RMQ_CLUSTER|g" -e "s|@BROKER_NAME@|$RMQ_BROKER_NAME|g"
     -e "s|@ACCESS_KEY@|$RMQ_ACL_ACCESS_KEY|g" -e "s|@SECRET_KEY@|$RMQ_ACL_SECRET_KEY|g")
-  sed "${subst[@]}" "$ASSETS/rocketmq-namesrv/namesrv.conf.in" >"$RMQ_DIR/namesrv.conf"
+  sed "${subst[@]}" "$ASSETS/rocketmq-namesrv/namesrv.conf.in" >"$out/namesrv.conf"
   if [[ -n "$RMQ_ACL" ]]; then
-    sed "${subst[@]}" "$ASSETS/rocketmq-broker/broker.conf.in" "$ASSETS/rocketmq-broker/acl.conf.in" >"$RMQ_DIR/broker.conf"
+    sed "${subst[@]}" "$ASSETS/rocketmq-broker/broker.conf.in" "$ASSETS/rocketmq-broker/acl.conf.in" >"$out/broker.conf"
   else
-    sed "${subst[@]}" "$ASSETS/rocketmq-broker/broker.conf.in" >"$RMQ_DIR/broker.conf"
+    sed "${subst[@]}" "$ASSETS/rocketmq-broker/broker.conf.in" >"$out/broker.conf"
   fi
+}
+
+# rmq_config_changed: the templates now render differently from the configuration the
+# running processes were started with (each start renders it), so up must restart them.
+rmq_config_changed() {
+  local tmp rc=1 f
+  tmp=$(mktemp -d)
+  rmq_render_to "$tmp"
+  for f in namesrv.conf broker.conf; do
+    cmp -s "$tmp/$f" "$RMQ_DIR/$f" || rc=0
+  done
+  rm -rf "$tmp"
+  return $rc
 }
 
 rmq_namesrv_running() { pid_of "$NS_PID" >/dev/null; }
@@ -540,11 +559,14 @@ rocketmq_start() { # [namesrv|broker]: default both
   need_java
   mkdir -p "$RMQ_DIR"
   if [[ "$part" == both ]] && rmq_namesrv_running && rmq_broker_running; then
-    if rmq_healthy; then
+    if rmq_config_changed; then
+      warn "$RMQ_NAME: running with an older configuration than scripts/brokers/rocketmq-*/*.conf.in; restarting it"
+    elif rmq_healthy; then
       rmq_say "already running (name server pid $(pid_of "$NS_PID"), broker pid $(pid_of "$BK_PID")) at $HOST:$RMQ_NAMESRV_PORT, checked in $(elapsed "$t0")"
       return 0
+    else
+      warn "$RMQ_NAME: running but not healthy, restarting it"
     fi
-    warn "$RMQ_NAME: running but not healthy, restarting it"
     rocketmq_stop
   fi
   # Fetch every classpath before starting anything, so the first start is not timed against downloads.

@@ -87,6 +87,49 @@ func TestSQLSelectorInvalid(t *testing.T) {
 	t.Logf("Connect: %v", err)
 }
 
+// TestSQLSelectorOnCloudEventsAttributes: in binary mode every CloudEvents
+// attribute is a ce_ property, so an SQL92 selector can filter on them.
+func TestSQLSelectorOnCloudEventsAttributes(t *testing.T) {
+	f := newFixture(t, 1)
+	evs := events(t, 4)
+	evs[1].SetType("com.example.order.paid")
+	evs[3].SetType("com.example.order.paid")
+	rocketmqtest.PublishEvents(t, f.ns, f.topic, 1, evs)
+	spec := f.spec()
+	spec.SQL = "ce_type = 'com.example.order.paid'"
+	src := newTestSource(t, spec, connectorsOptions(0))
+	connect(t, src)
+	for _, want := range []int{1, 3} {
+		msg, ack := readOne(t, src)
+		if msg.Event.ID() != evs[want].ID() || msg.Event.Type() != "com.example.order.paid" {
+			t.Fatalf("got %s (%s), want %s", msg.Event.ID(), msg.Event.Type(), evs[want].ID())
+		}
+		if err := ack(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expectNothing(t, src, 2*time.Second)
+}
+
+// TestSQLSelectorBrokerWithoutFilter: a broker without
+// enablePropertyFilter=true (the second test instance, testenv.RocketMQACL,
+// runs with it off) fails Connect with ErrConfig naming the setting,
+// instead of a consumer whose every pull the broker refuses.
+func TestSQLSelectorBrokerWithoutFilter(t *testing.T) {
+	f := newACLFixture(t, 1)
+	spec := f.spec(f.broker.AccessKey, f.broker.SecretKey)
+	spec.SQL = "a > 5"
+	src := newTestSource(t, spec, connectorsOptions(0))
+	defer func() { _ = src.Close(context.Background()) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // only against a hang
+	defer cancel()
+	err := src.Connect(ctx)
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "enablePropertyFilter=true") {
+		t.Fatalf("Connect = %v, want ErrConfig naming enablePropertyFilter", err)
+	}
+	t.Logf("Connect: %v", err)
+}
+
 // eventIndex is the index of the event with id in evs.
 func eventIndex(t *testing.T, evs []cloudevents.Event, id string) int {
 	t.Helper()
