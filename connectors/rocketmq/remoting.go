@@ -84,8 +84,12 @@ func (r remoting) checkSQL(ctx context.Context, broker, group, topic, expr strin
 		return err
 	}
 	if hdr.Code != rmqwire.ResSuccess {
-		return fmt.Errorf("%w: sql: broker %s refuses the SQL92 subscription (code %d): %s (SQL92 filtering needs enablePropertyFilter=true in the broker configuration)",
-			ErrConfig, broker, hdr.Code, hdr.Remark)
+		hint := " (SQL92 filtering needs enablePropertyFilter=true in the broker configuration)"
+		if hdr.Code == rmqwire.ResSubParseFail {
+			hint = "" // the expression is at fault, not the broker
+		}
+		return fmt.Errorf("%w: sql: broker %s refuses the SQL92 subscription (code %d): %s%s",
+			ErrConfig, broker, hdr.Code, hdr.Remark, hint)
 	}
 	return nil
 }

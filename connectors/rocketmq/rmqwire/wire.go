@@ -51,6 +51,7 @@ const (
 	ResPullRetry     = 20
 	ResOffsetMoved   = 21
 	ResQueryNotFound = 22
+	ResSubParseFail  = 23 // SUBSCRIPTION_PARSE_FAILED: an expression the broker cannot parse
 	ResGroupNotExist = 26
 
 	remotingVersion = 317 // protocol version the Go client sends (V4_9_4)
