@@ -215,6 +215,7 @@ func (s *Service) handleInvoke(w http.ResponseWriter, r *http.Request, tenant st
 		reject(http.StatusServiceUnavailable, CodeUnavailable, "task store: "+err.Error())
 		return
 	}
+	s.settlePaused(ctx, fn, t)
 	if _, err := s.publishTask(ctx, t, &pe.event); err != nil {
 		s.unpublished(ctx, t, err)
 		if errors.Is(err, queue.ErrTooLarge) {
@@ -619,42 +620,4 @@ func (s *Service) handleFunctionAction(w http.ResponseWriter, r *http.Request, t
 		return
 	}
 	writeJSON(w, http.StatusOK, FunctionState{Function: name, Paused: fn.paused.Load(), Tasks: n})
-}
-
-// pause stops dispatching a function's tasks: the flag (persisted) keeps
-// new and queued messages away from its pipeline, its queued and retrying
-// tasks become paused, and attempts waiting to retry here give their
-// message back. Attempts in flight finish.
-func (s *Service) pause(ctx context.Context, fn *function) (int, error) {
-	if err := s.paused.set(fn.key, true); err != nil {
-		return 0, fmt.Errorf("recording the pause: %w", err)
-	}
-	fn.paused.Store(true)
-	n, err := s.store.Batch(ctx, tasks.Query{Tenant: fn.key.tenant, Function: fn.key.name}, tasks.OpPause)
-	if err != nil {
-		return 0, err
-	}
-	for _, a := range s.inflight.ofFunction(fn.key) {
-		a.mu.Lock()
-		retrying, cancel := a.state == tasks.Retrying, a.cancel
-		a.mu.Unlock()
-		if retrying && cancel != nil {
-			cancel(errPaused)
-		}
-	}
-	return n, nil
-}
-
-// resume moves a function's paused tasks back to queued; their messages
-// come back from the queue within Config.PausedRedelivery.
-func (s *Service) resume(ctx context.Context, fn *function) (int, error) {
-	n, err := s.store.Batch(ctx, tasks.Query{Tenant: fn.key.tenant, Function: fn.key.name}, tasks.OpResume)
-	if err != nil {
-		return 0, err
-	}
-	if err := s.paused.set(fn.key, false); err != nil {
-		return n, fmt.Errorf("recording the resume: %w", err)
-	}
-	fn.paused.Store(false)
-	return n, nil
 }

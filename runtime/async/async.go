@@ -48,8 +48,8 @@ type Config struct {
 	// Instance names this Sluice instance (stable across restarts); tasks
 	// are labelled with the instance that queued them. Required.
 	Instance string
-	// StateDir keeps the pause flags and the reconciler's progress across
-	// restarts ("" keeps them in memory only).
+	// StateDir keeps the reconciler's progress across restarts ("" keeps
+	// it in memory only). Pause flags are kept in the Store.
 	StateDir string
 
 	// Metrics, Limiters, Log and Stdout are the process-wide pieces the
@@ -76,6 +76,10 @@ type Config struct {
 	// decisions taken (default 5s).
 	Placement         tenancy.PlacementConfig
 	PlacementInterval time.Duration
+	// PauseSyncInterval is how often the functions' pause flags are read
+	// from the store, so that a pause or resume made through another
+	// instance sharing the store takes effect here (default 2s).
+	PauseSyncInterval time.Duration
 	// PausedRedelivery is how long the message of a paused task stays
 	// away before it is looked at again (default 5s): resuming takes up to
 	// this long to restart a function's backlog.
@@ -103,6 +107,7 @@ func (c Config) withDefaults() Config {
 	def(&c.DrainTimeout, 30*time.Second)
 	def(&c.PlacementInterval, 5*time.Second)
 	def(&c.PausedRedelivery, 5*time.Second)
+	def(&c.PauseSyncInterval, 2*time.Second)
 	def(&c.ReconcileInterval, 30*time.Second)
 	def(&c.ReconcileGrace, 10*time.Second)
 	def(&c.StatesInterval, 5*time.Second)
@@ -149,8 +154,12 @@ type Service struct {
 	tenants  []string // names of every tenant with functions or keys
 	inflight *inflight
 	rec      *metrics.Tasks
-	paused   *pauseFlags
 	depth    *depthCache
+
+	// pauseMu serializes the changes of functions' pause flags: the API's
+	// pause and resume, and the pause loop applying what other instances
+	// changed in the store.
+	pauseMu sync.Mutex
 
 	// readers are the queue readers, by queue name; started by Run and by
 	// placement decisions, stopped by reclaims and at the end of Run.
@@ -192,11 +201,8 @@ func New(cfg Config) (*Service, error) {
 	for _, t := range tenants {
 		s.tenants = append(s.tenants, t.Name)
 	}
-	if s.paused, err = loadPauseFlags(cfg.StateDir); err != nil {
+	if err := s.loadPauseFlags(); err != nil {
 		return nil, err
-	}
-	for k, fn := range fns {
-		fn.paused.Store(s.paused.get(k))
 	}
 	if err := s.buildPipelines(); err != nil {
 		return nil, err
@@ -212,7 +218,8 @@ func (s *Service) storeCtx() (context.Context, context.CancelFunc) {
 }
 
 // Run runs the dispatcher until ctx is done: a reader per task queue, the
-// function pipelines, the placement, reconcile and state-sampling loops.
+// function pipelines, the placement, reconcile, state-sampling and
+// pause-flag loops.
 // Then it stops reading, lets running tasks finish for up to
 // DrainTimeout (the rest go back to the queue) and returns. Call it once.
 func (s *Service) Run(ctx context.Context) error {
@@ -231,7 +238,7 @@ func (s *Service) run(ctx context.Context) error {
 		return err
 	}
 	var loops sync.WaitGroup
-	for _, loop := range []func(context.Context){s.placementLoop, s.reconcileLoop, s.statesLoop} {
+	for _, loop := range []func(context.Context){s.placementLoop, s.reconcileLoop, s.statesLoop, s.pauseLoop} {
 		loops.Add(1)
 		go func() { defer loops.Done(); loop(ctx) }()
 	}

@@ -23,9 +23,9 @@ type function struct {
 	// dedup is how long an invocation's idempotency key is held (the
 	// function's dedupWindow), passed to the store with each task.
 	dedup time.Duration
-	// paused mirrors the persisted pause flag (see pauseFlags); the store's
-	// task states are the authority, this is the fast path that keeps a
-	// paused function's messages away from its pipeline.
+	// paused mirrors the pause flag kept in the task store (pause.go); the
+	// store's task states are the authority, this is the fast path that
+	// keeps a paused function's messages away from its pipeline.
 	paused atomic.Bool
 	// rt is the function's pipeline (set by the dispatcher).
 	rt *fnRuntime

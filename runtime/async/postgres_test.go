@@ -134,3 +134,78 @@ func TestTwoInstancesSharePostgres(t *testing.T) {
 	}
 	a.waitState(keyAcme, lost.ID, tasks.Succeeded)
 }
+
+// TestTwoInstancesSharePause: a function paused through one instance is
+// paused on the other (its submissions are held, not run), and resumed
+// through the other it runs again on both: the flag is in the shared store.
+func TestTwoInstancesSharePause(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	schema := newSchema(t, url)
+	fn := newFnServer(t)
+	instance := func(name string) func(*Config) {
+		return func(c *Config) { c.Instance, c.PauseSyncInterval = name, 50*time.Millisecond }
+	}
+	a := startEnv(t, fn, envOpts{store: pgStore(t, url, schema), tweak: instance("a")})
+	b := startEnv(t, fn, envOpts{store: pgStore(t, url, schema), tweak: instance("b")})
+	echo := fnKey{"acme", "echo"}
+	flag := func(e *env) bool { return e.svc.fns[echo].paused.Load() }
+
+	var st FunctionState
+	if code, _ := a.call(http.MethodPost, "/v1/functions/echo:pause", keyAcme, nil, nil, &st); code != 200 || !st.Paused {
+		t.Fatalf("pause through a: %d %+v", code, st)
+	}
+	eventually(t, "b to learn of the pause", func() bool { return flag(b) })
+	held := b.accept(keyAcme, "echo", `{}`)
+	if _, v := b.task(keyAcme, held); v.State != tasks.Paused {
+		t.Fatalf("submitted through b while paused through a: %+v", v)
+	}
+	// Other functions still run on b.
+	b.waitState(keyAcme, b.accept(keyAcme, "other", `{}`), tasks.Succeeded)
+
+	if code, _ := b.call(http.MethodPost, "/v1/functions/echo:resume", keyAcme, nil, nil, &st); code != 200 || st.Paused || st.Tasks != 1 {
+		t.Fatalf("resume through b: %d %+v", code, st)
+	}
+	eventually(t, "a to learn of the resume", func() bool { return !flag(a) })
+	ran := a.accept(keyAcme, "echo", `{}`)
+	for _, id := range []string{held, ran} {
+		if v := a.waitState(keyAcme, id, tasks.Succeeded); fn.callsOf(id) != 1 {
+			t.Fatalf("task %s: %+v, called %d times", id, v, fn.callsOf(id))
+		}
+	}
+}
+
+// TestPauseFlagChangedElsewhere: an instance that learns of a pause made
+// elsewhere pauses the tasks it queued before it knew, and one that learns
+// of a resume resumes the tasks it held meanwhile.
+func TestPauseFlagChangedElsewhere(t *testing.T) {
+	url := testenv.PostgresURL(t)
+	schema := newSchema(t, url)
+	fn := newFnServer(t)
+	b := newBlocking()
+	fn.setHandler(b.handle)
+	// This instance never syncs on its own (the test calls syncPauseFlags),
+	// and has one worker: while the first call blocks, a second task
+	// stays queued.
+	e := startEnv(t, fn, envOpts{store: pgStore(t, url, schema), tweak: func(c *Config) { c.PauseSyncInterval, c.Workers = time.Hour, 1 }})
+	other := pgStore(t, url, schema) // stands for another instance
+	ctx := context.Background()
+
+	first := e.accept(keyAcme, "echo", `{}`)
+	receive(t, b.started, "the first call")
+	queued := e.accept(keyAcme, "echo", `{}`)
+	if err := other.SetPaused(ctx, "acme", "echo", true); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.syncPauseFlags(ctx)
+	if _, v := e.task(keyAcme, queued); v.State != tasks.Paused {
+		t.Fatalf("a task queued before the pause was learnt: %+v", v)
+	}
+	close(b.release)
+	e.waitState(keyAcme, first, tasks.Succeeded)
+
+	if err := other.SetPaused(ctx, "acme", "echo", false); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.syncPauseFlags(ctx)
+	e.waitState(keyAcme, queued, tasks.Succeeded)
+}

@@ -337,3 +337,50 @@ func TestBatchOperations(t *testing.T) {
 		t.Fatalf("unknown op: %d", code)
 	}
 }
+
+// TestSettlePaused: a task whose Create raced with a pause or a resume
+// ends in the state the function's flag says.
+func TestSettlePaused(t *testing.T) {
+	e := startEnv(t, nil, envOpts{})
+	ctx := context.Background()
+	fn := e.svc.fns[fnKey{"acme", "echo"}]
+	fn.paused.Store(true) // as if paused after this task's Create read the flag
+	queued := &tasks.Task{Tenant: "acme", Function: "echo"}
+	if err := e.store.Create(ctx, queued); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.settlePaused(ctx, fn, queued)
+	if queued.State != tasks.Paused || e.storedState(queued.ID) != tasks.Paused {
+		t.Fatalf("queued while paused: %s, stored %s", queued.State, e.storedState(queued.ID))
+	}
+	fn.paused.Store(false) // as if resumed after that
+	paused := &tasks.Task{Tenant: "acme", Function: "echo", State: tasks.Paused}
+	if err := e.store.Create(ctx, paused); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.settlePaused(ctx, fn, paused)
+	if paused.State != tasks.Queued || e.storedState(paused.ID) != tasks.Queued {
+		t.Fatalf("paused while resumed: %s, stored %s", paused.State, e.storedState(paused.ID))
+	}
+	// A task already moved by someone else is left alone.
+	done := &tasks.Task{Tenant: "acme", Function: "echo", State: tasks.Paused}
+	if err := e.store.Create(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Transition(ctx, "acme", done.ID, tasks.Cancelled, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.settlePaused(ctx, fn, done)
+	if s := e.storedState(done.ID); s != tasks.Cancelled {
+		t.Fatalf("a cancelled task became %s", s)
+	}
+}
+
+func (e *env) storedState(id string) tasks.State {
+	e.t.Helper()
+	t, err := e.store.Get(context.Background(), "acme", id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return t.State
+}

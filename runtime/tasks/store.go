@@ -73,6 +73,16 @@ type Store interface {
 	// states with no task are absent (read them as 0).
 	CountByState(ctx context.Context, tenant string) (map[State]int, error)
 
+	// SetPaused records whether the tenant's function is paused. The flag
+	// lives in the store so that every Sluice instance sharing it (pgstore)
+	// sees the same one, and so that it outlives restarts. It moves no
+	// task: pausing a function's tasks is Batch with OpPause / OpResume.
+	SetPaused(ctx context.Context, tenant, function string, paused bool) error
+
+	// PausedFunctions returns the names of the tenant's paused functions,
+	// sorted.
+	PausedFunctions(ctx context.Context, tenant string) ([]string, error)
+
 	// Close stops the store's background work and releases it. Calls after
 	// Close return ErrClosed. Close is idempotent.
 	Close() error

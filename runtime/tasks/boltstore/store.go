@@ -14,6 +14,7 @@
 //	tenants/<tenant>/fn/<function>/<received><id>       → ∅  (List by function)
 //	tenants/<tenant>/keys/<idempotency key>             → <expires><task id>
 //	tenants/<tenant>/count/<state>                      → uint64
+//	tenants/<tenant>/paused/<function>                  → ∅  (paused functions)
 //	keyexp/<expires><len(tenant)><tenant><key>          → ∅  (the key sweep)
 //
 // <received> and <expires> are 8-byte big-endian microseconds, sign-flipped
@@ -55,6 +56,7 @@ const (
 	bFn      = "fn"
 	bKeys    = "keys"
 	bCount   = "count"
+	bPaused  = "paused"
 )
 
 // Store is the bbolt task store. It is safe for concurrent use.
@@ -337,6 +339,55 @@ func (s *Store) CountByState(ctx context.Context, tenant string) (map[tasks.Stat
 	return out, nil
 }
 
+// SetPaused implements tasks.Store.
+func (s *Store) SetPaused(ctx context.Context, tenant, function string, paused bool) error {
+	for _, f := range []struct{ what, v string }{{"tenant", tenant}, {"function", function}} {
+		if err := tasks.CheckName(f.what, f.v); err != nil {
+			return err
+		}
+	}
+	err := s.do(ctx, true, func(tx *bolt.Tx) error {
+		tb, err := tenantBucket(tx, tenant, true)
+		if err != nil {
+			return err
+		}
+		if paused {
+			return tb.Bucket([]byte(bPaused)).Put([]byte(function), nil)
+		}
+		return tb.Bucket([]byte(bPaused)).Delete([]byte(function))
+	})
+	if err != nil {
+		return fmt.Errorf("boltstore: set paused: %w", err)
+	}
+	return nil
+}
+
+// PausedFunctions implements tasks.Store.
+func (s *Store) PausedFunctions(ctx context.Context, tenant string) ([]string, error) {
+	if err := tasks.CheckName("tenant", tenant); err != nil {
+		return nil, err
+	}
+	var out []string
+	err := s.do(ctx, false, func(tx *bolt.Tx) error {
+		tb, err := tenantBucket(tx, tenant, false)
+		if err != nil || tb == nil {
+			return err
+		}
+		pb := tb.Bucket([]byte(bPaused))
+		if pb == nil { // a tenant bucket made before pause flags were kept here
+			return nil
+		}
+		return pb.ForEach(func(k, _ []byte) error {
+			out = append(out, string(k)) // keys come sorted
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: paused functions: %w", err)
+	}
+	return out, nil
+}
+
 // PurgeExpiredKeys deletes idempotency keys whose dedup window has passed
 // and returns how many. The background sweep calls it; Create ignores
 // expired keys whether or not they were purged.
@@ -394,7 +445,7 @@ func tenantBucket(tx *bolt.Tx, tenant string, create bool) (*bolt.Bucket, error)
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range []string{bTasks, bRecv, bState, bFn, bKeys, bCount} {
+	for _, name := range []string{bTasks, bRecv, bState, bFn, bKeys, bCount, bPaused} {
 		if _, err := tb.CreateBucketIfNotExists([]byte(name)); err != nil {
 			return nil, err
 		}

@@ -117,6 +117,13 @@ CREATE TABLE IF NOT EXISTS sluice_task_keys (
 	PRIMARY KEY (tenant, key)
 );
 CREATE INDEX IF NOT EXISTS sluice_task_keys_by_expiry ON sluice_task_keys (expires_at);
+`, `
+CREATE TABLE IF NOT EXISTS sluice_paused_functions (
+	tenant    text COLLATE "C" NOT NULL,
+	function  text COLLATE "C" NOT NULL,
+	paused_at timestamptz NOT NULL,
+	PRIMARY KEY (tenant, function)
+);
 `}
 }
 
@@ -552,6 +559,49 @@ func (s *Store) CountByState(ctx context.Context, tenant string) (map[tasks.Stat
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: count: %w", err)
+	}
+	return out, nil
+}
+
+// SetPaused implements tasks.Store.
+func (s *Store) SetPaused(ctx context.Context, tenant, function string, paused bool) error {
+	for _, f := range []struct{ what, v string }{{"tenant", tenant}, {"function", function}} {
+		if err := tasks.CheckName(f.what, f.v); err != nil {
+			return err
+		}
+	}
+	err := s.do(ctx, func() error {
+		var err error
+		if paused {
+			_, err = s.pool.Exec(ctx, `INSERT INTO sluice_paused_functions (tenant, function, paused_at) VALUES ($1, $2, $3)
+ON CONFLICT (tenant, function) DO NOTHING`, tenant, function, s.now())
+		} else {
+			_, err = s.pool.Exec(ctx, `DELETE FROM sluice_paused_functions WHERE tenant = $1 AND function = $2`, tenant, function)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgstore: set paused: %w", err)
+	}
+	return nil
+}
+
+// PausedFunctions implements tasks.Store.
+func (s *Store) PausedFunctions(ctx context.Context, tenant string) ([]string, error) {
+	if err := tasks.CheckName("tenant", tenant); err != nil {
+		return nil, err
+	}
+	var out []string
+	err := s.do(ctx, func() error {
+		rows, err := s.pool.Query(ctx, `SELECT function FROM sluice_paused_functions WHERE tenant = $1 ORDER BY function`, tenant)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: paused functions: %w", err)
 	}
 	return out, nil
 }

@@ -68,6 +68,7 @@ func Run(t *testing.T, open Factory) {
 		{"CancelQueued", testCancelQueued},
 		{"CancelRunning", testCancelRunning},
 		{"PauseResume", testPauseResume},
+		{"PauseFlags", testPauseFlags},
 		{"Retry", testRetry},
 		{"Expire", testExpire},
 		{"Duplicate", testDuplicate},
@@ -551,6 +552,54 @@ func testPauseResume(t *testing.T, e *env) {
 	}
 	if n := e.batch(tasks.Query{Tenant: "acme"}, tasks.OpResume); n != 0 {
 		t.Errorf("resume with nothing paused changed %d", n)
+	}
+}
+
+// testPauseFlags: functions' pause flags are kept per tenant, setting one
+// twice is harmless, and a flag moves no task.
+func testPauseFlags(t *testing.T, e *env) {
+	paused := func(tenant string, want ...string) {
+		t.Helper()
+		got, err := e.s.PausedFunctions(e.ctx, tenant)
+		if err != nil {
+			t.Fatalf("PausedFunctions(%s): %v", tenant, err)
+		}
+		if len(got) != len(want) || (len(want) > 0 && !reflect.DeepEqual(got, want)) {
+			t.Fatalf("PausedFunctions(%s) = %q, want %q", tenant, got, want)
+		}
+	}
+	set := func(tenant, fn string, p bool) {
+		t.Helper()
+		if err := e.s.SetPaused(e.ctx, tenant, fn, p); err != nil {
+			t.Fatalf("SetPaused(%s, %s, %v): %v", tenant, fn, p, err)
+		}
+	}
+	paused("acme")
+	queued := e.create("acme", "g")
+	set("acme", "g", true)
+	set("acme", "f", true)
+	set("acme", "f", true)
+	set("beta", "f", true)
+	paused("acme", "f", "g")
+	paused("beta", "f")
+	paused("nobody")
+	if s := e.state("acme", queued.ID); s != tasks.Queued {
+		t.Errorf("a flag moved a task to %s", s)
+	}
+	set("acme", "f", false)
+	set("acme", "f", false)
+	set("acme", "never-paused", false)
+	paused("acme", "g")
+	paused("beta", "f")
+	set("acme", "g", false)
+	paused("acme")
+	for _, bad := range [][2]string{{"", "f"}, {"acme", ""}} {
+		if err := e.s.SetPaused(e.ctx, bad[0], bad[1], true); !errors.Is(err, tasks.ErrInvalid) {
+			t.Errorf("SetPaused(%q, %q): got %v, want ErrInvalid", bad[0], bad[1], err)
+		}
+	}
+	if _, err := e.s.PausedFunctions(e.ctx, ""); !errors.Is(err, tasks.ErrInvalid) {
+		t.Errorf("PausedFunctions(\"\"): got %v, want ErrInvalid", err)
 	}
 }
 
@@ -1212,5 +1261,11 @@ func testClose(t *testing.T, e *env) {
 	}
 	if _, err := e.s.Transition(e.ctx, "acme", task.ID, tasks.Running, nil); !errors.Is(err, tasks.ErrClosed) {
 		t.Errorf("Transition after Close: got %v, want ErrClosed", err)
+	}
+	if err := e.s.SetPaused(e.ctx, "acme", "f", true); !errors.Is(err, tasks.ErrClosed) {
+		t.Errorf("SetPaused after Close: got %v, want ErrClosed", err)
+	}
+	if _, err := e.s.PausedFunctions(e.ctx, "acme"); !errors.Is(err, tasks.ErrClosed) {
+		t.Errorf("PausedFunctions after Close: got %v, want ErrClosed", err)
 	}
 }
