@@ -107,7 +107,8 @@ func (c *Cache) checkMediaType(ct string) error {
 	if _, _, err := mime.ParseMediaType(ct); err != nil {
 		return fmt.Errorf("datacontenttype %q: %v", ct, err)
 	}
-	c.mediaType.Store(&ct)
+	valid := ct // a copy, so that ct itself does not escape on a hit
+	c.mediaType.Store(&valid)
 	return nil
 }
 

@@ -102,6 +102,9 @@ type item struct {
 	// results and reason are what Hooks.Finished reports.
 	results []cloudevents.Event
 	reason  string
+	// in is the single-event mode's invocation input, a copy of msg.Event
+	// kept here so that it needs no allocation of its own.
+	in [1]cloudevents.Event
 }
 
 // Pipeline states reported by Status.
@@ -586,7 +589,8 @@ func (p *Pipeline) admit(ctx context.Context, it *item) bool {
 // invokeOnce calls the function once under the limiter. ok is false when
 // the event was abandoned (stop or revoke) instead of invoked.
 func (p *Pipeline) invokeOnce(ctx context.Context, it *item) (invoke.Result, retry.Verdict, bool) {
-	res, v, ok := p.call(ctx, []cloudevents.Event{it.msg.Event})
+	it.in[0] = it.msg.Event
+	res, v, ok := p.call(ctx, it.in[:])
 	if !ok {
 		p.giveUp(ctx, it)
 	}

@@ -47,7 +47,7 @@ func BenchmarkEncodeBinary(b *testing.B) {
 	b.Run("direct", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, err := encodeBinary(&e, 2); err != nil {
+			if _, _, err := encodeBinary(&e, &sourceCache{}, 2); err != nil {
 				b.Fatal(err)
 			}
 		}

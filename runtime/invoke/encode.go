@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/binding"
@@ -32,13 +34,14 @@ const (
 // CloudEvents 1.0 headers directly (several times faster than going through
 // sdk-go's binding.Write; the output is decoded by sdk-go in tests) and
 // falls back to sdk-go for other spec versions. extra sizes the header map
-// for headers the caller adds.
-func encodeBinary(e *cloudevents.Event, extra int) (http.Header, []byte, error) {
+// for headers the caller adds; src caches the source's string form.
+func encodeBinary(e *cloudevents.Event, src *sourceCache, extra int) (http.Header, []byte, error) {
 	ec, ok := e.Context.(*event.EventContextV1)
 	if !ok {
 		return encodeBinarySDK(e, extra)
 	}
-	if ec.ID == "" || ec.Type == "" || ec.Source.String() == "" {
+	source := src.format(&ec.Source.URL)
+	if ec.ID == "" || ec.Type == "" || source == "" {
 		return nil, nil, fmt.Errorf("%w: id, source and type are required (id %q)", ErrInvalidEvent, ec.ID)
 	}
 	n := 4 + len(ec.Extensions)
@@ -54,10 +57,11 @@ func encodeBinary(e *cloudevents.Event, extra int) (http.Header, []byte, error) 
 	if ec.DataContentType != nil {
 		n++
 	}
-	hw := headerWriter{h: make(http.Header, n+extra+2), vals: make([]string, 0, n)}
+	// The map is sized exactly: up to 8 entries it fits in one allocation.
+	hw := headerWriter{h: make(http.Header, n+extra), vals: make([]string, 0, n)}
 	hw.set("Ce-Specversion", event.CloudEventsVersionV1)
 	hw.set("Ce-Id", ec.ID)
-	hw.set("Ce-Source", ec.Source.String())
+	hw.set("Ce-Source", source)
 	hw.set("Ce-Type", ec.Type)
 	if ec.Subject != nil {
 		hw.set("Ce-Subject", *ec.Subject)
@@ -79,13 +83,48 @@ func encodeBinary(e *cloudevents.Event, extra int) (http.Header, []byte, error) 
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: event %q extension %q: %v", ErrInvalidEvent, ec.ID, name, err)
 		}
-		// Extension names are [a-z0-9]; this is their canonical header key.
-		hw.set("Ce-"+strings.ToUpper(name[:1])+name[1:], s)
+		hw.set(extensionHeader(name), s)
 	}
 	if hw.bad != "" {
 		return nil, nil, fmt.Errorf("%w: event %q: header %s has a value not allowed in HTTP", ErrInvalidEvent, ec.ID, hw.bad)
 	}
 	return hw.h, e.DataEncoded, nil
+}
+
+// extensionHeader is the canonical header key of an extension (names are
+// [a-z0-9]), without building it for the common ones.
+func extensionHeader(name string) string {
+	switch name {
+	case "partitionkey":
+		return "Ce-Partitionkey"
+	case extTraceparent:
+		return "Ce-Traceparent"
+	case extTracestate:
+		return "Ce-Tracestate"
+	}
+	return "Ce-" + strings.ToUpper(name[:1]) + name[1:]
+}
+
+// sourceCache remembers the string form of the last source URI-reference
+// formatted (url.URL.String builds a new string every time; the events of
+// a pipeline mostly share one source). Safe for concurrent use: a miss
+// replaces the entry atomically. The zero value is ready.
+type sourceCache struct {
+	last atomic.Pointer[formattedSource]
+}
+
+type formattedSource struct {
+	u url.URL
+	s string
+}
+
+func (c *sourceCache) format(u *url.URL) string {
+	if p := c.last.Load(); p != nil && p.u == *u {
+		return p.s
+	}
+	f := &formattedSource{u: *u, s: u.String()}
+	c.last.Store(f)
+	return f.s
 }
 
 // headerWriter fills a header map from one backing slice (one allocation
@@ -209,6 +248,17 @@ func batchTrace(in []cloudevents.Event) trace {
 		}
 	}
 	return t
+}
+
+// headers is how many HTTP headers setHeaders may add.
+func (t trace) headers() int {
+	switch {
+	case t.parent == "":
+		return 0
+	case t.state == "":
+		return 1
+	}
+	return 2
 }
 
 // setHeaders sets the W3C traceparent/tracestate HTTP headers, so that

@@ -17,6 +17,7 @@ type Function interface {
 	// function's result. A nil error means a 2xx answer. Any failure is an
 	// error: *Error for an HTTP answer or transport failure, ctx's error when
 	// the caller gave up. The runtime classifies errors with retry.Classify.
+	// Invoke must not keep in once it returns: the caller reuses it.
 	Invoke(ctx context.Context, in []cloudevents.Event) (Result, error)
 }
 

@@ -67,6 +67,7 @@ type HTTPFunction struct {
 	owned     *http.Transport // non-nil when the client is ours
 	maxBody   int64
 	userAgent []string
+	sources   sourceCache
 	// bufs recycles the JSON bodies of structured and batch calls (see
 	// pooledBody); binary bodies are the events' own data.
 	bufs sync.Pool
@@ -194,8 +195,8 @@ func (f *HTTPFunction) newRequest(ctx context.Context, in []cloudevents.Event) (
 	)
 	switch f.mode {
 	case pipelines.ModeBinary:
-		h, data, err = encodeBinary(&in[0], len(f.headers)+1)
 		tr = traceOf(&in[0])
+		h, data, err = encodeBinary(&in[0], &f.sources, len(f.headers)+1+tr.headers())
 	case pipelines.ModeStructured:
 		h, data, err = encodeStructured(&in[0], f.buffer(), len(f.headers)+1)
 		tr = traceOf(&in[0])
