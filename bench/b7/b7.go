@@ -128,12 +128,14 @@ func runB7(ctx context.Context, env *harness.Env, k knobs) (*harness.Report, err
 		case RocketMQ:
 			runs, err = b.rocket(ctx)
 		}
+		if len(runs) > 0 {
+			results[broker] = runs
+			done = append(done, broker)
+		}
 		if err != nil {
-			// The brokers measured so far are still reported.
+			// What was measured so far is still reported.
 			return report(env, k, b.ev, done, results), fmt.Errorf("%s: %w", broker, err)
 		}
-		results[broker] = runs
-		done = append(done, broker)
 	}
 	return report(env, k, b.ev, done, results), nil
 }
@@ -144,7 +146,6 @@ func runB7(ctx context.Context, env *harness.Env, k knobs) (*harness.Report, err
 func (b *bench) rabbit(ctx context.Context) ([]run, error) {
 	n := int64(b.ev.N)
 	amqpURL := b.k.amqpURL
-	b.brokerPID = b.findBroker(rabbitPort(amqpURL))
 	backlog := func(queue string) (func(), error) {
 		drop := func() {
 			if err := rabbitload.DeleteQueue(amqpURL, queue); err != nil {
@@ -160,14 +161,14 @@ func (b *bench) rabbit(ctx context.Context) ([]run, error) {
 		}
 		return drop, nil
 	}
-	var runs []run
-	for r := 1; r <= b.env.Runs; r++ {
-		tag := fmt.Sprintf("r%d", r)
+	return b.repeat(ctx, func(tag string) (run, error) {
 		var res run
+		// Found again each run: the broker may have been restarted.
+		b.brokerPID = b.findBroker(rabbitPort(amqpURL))
 		queue := b.env.ID + "-" + tag + "-raw"
 		drop, err := backlog(queue)
 		if err != nil {
-			return nil, err
+			return res, err
 		}
 		res.RawConsume, err = b.around(func() (contender, error) {
 			rc, err := rabbitload.RawConsume(ctx, amqpURL, queue, n, pipelines.DefaultWindow, "rabbitmq "+tag+" raw-consume", b.env.Progress)
@@ -175,23 +176,22 @@ func (b *bench) rabbit(ctx context.Context) ([]run, error) {
 		})
 		drop()
 		if err != nil {
-			return nil, err
+			return res, err
 		}
 		if res.RawHTTP, err = b.rawHTTP(ctx, "rabbitmq "+tag+" raw-http"); err != nil {
-			return nil, err
+			return res, err
 		}
 		queue = b.env.ID + "-" + tag + "-sluice"
 		if drop, err = backlog(queue); err != nil {
-			return nil, err
+			return res, err
 		}
 		res.Sluice, err = b.sluice(ctx, "b7-rabbitmq", fmt.Sprintf("rabbitmq: {url: %q, queue: %s}", amqpURL, queue), "rabbitmq "+tag+" sluice")
 		drop()
 		if err != nil {
-			return nil, err
+			return res, err
 		}
-		runs = append(runs, res)
-	}
-	return runs, nil
+		return res, nil
+	})
 }
 
 // rocket measures RocketMQ. Consumers leave a topic as it was, so it is
@@ -211,18 +211,17 @@ func (b *bench) rocket(ctx context.Context) ([]run, error) {
 	if err := rocketload.Produce(ctx, ns, topic, b.ev, b.env.Progress); err != nil {
 		return nil, err
 	}
-	if addrs, err := rocketload.BrokerAddrs(ctx, ns); err == nil {
-		b.brokerPID = b.findBroker(portOf(addrs[0], 10911))
-	}
 	dropGroup := func(group string) {
 		if err := rocketload.DeleteGroup(context.WithoutCancel(ctx), ns, group); err != nil {
 			fmt.Fprintln(b.env.Log, "warning:", err)
 		}
 	}
-	var runs []run
-	for r := 1; r <= b.env.Runs; r++ {
-		tag := fmt.Sprintf("r%d", r)
+	return b.repeat(ctx, func(tag string) (run, error) {
 		var res run
+		b.brokerPID = 0
+		if addrs, err := rocketload.BrokerAddrs(ctx, ns); err == nil {
+			b.brokerPID = b.findBroker(portOf(addrs[0], 10911))
+		}
 		group := topic + "-" + tag + "-raw"
 		var err error
 		res.RawConsume, err = b.around(func() (contender, error) {
@@ -231,10 +230,10 @@ func (b *bench) rocket(ctx context.Context) ([]run, error) {
 		})
 		dropGroup(group)
 		if err != nil {
-			return nil, err
+			return res, err
 		}
 		if res.RawHTTP, err = b.rawHTTP(ctx, "rocketmq "+tag+" raw-http"); err != nil {
-			return nil, err
+			return res, err
 		}
 		group = topic + "-" + tag + "-sluice"
 		res.Sluice, err = b.sluice(ctx, "b7-rocketmq",
@@ -242,7 +241,36 @@ func (b *bench) rocket(ctx context.Context) ([]run, error) {
 			"rocketmq "+tag+" sluice")
 		dropGroup(group)
 		if err != nil {
-			return nil, err
+			return res, err
+		}
+		return res, nil
+	})
+}
+
+// attempts is how often a run is tried: the brokers are shared, and other
+// people's tests restart them, which breaks the run in progress.
+const attempts = 2
+
+// repeat calls one for each of the runs (tag "r1", "r2"…; "r1-again" on a
+// second attempt, so that it uses fresh queues and groups), trying a run
+// that fails once more after a pause.
+func (b *bench) repeat(ctx context.Context, one func(tag string) (run, error)) ([]run, error) {
+	var runs []run
+	for r := 1; r <= b.env.Runs; r++ {
+		tag := fmt.Sprintf("r%d", r)
+		res, err := one(tag)
+		for a := 2; err != nil && a <= attempts && ctx.Err() == nil; a++ {
+			fmt.Fprintf(b.env.Log, "warning: run %s failed, trying it again in 30 s: %v\n", tag, err)
+			select {
+			case <-ctx.Done():
+				return runs, ctx.Err()
+			case <-time.After(30 * time.Second):
+			}
+			tag += "-again"
+			res, err = one(tag)
+		}
+		if err != nil {
+			return runs, err
 		}
 		runs = append(runs, res)
 	}
