@@ -807,7 +807,9 @@ rabbitmq_start() {
   tls_certs
   rabbit_render
   if rabbit_running && amqp_greets; then
-    if rabbit_tls_ok; then
+    # A few tries: on a loaded machine one handshake may time out, and a needless restart
+    # would break other users' connections.
+    if rabbit_tls_ok || { sleep 1 && rabbit_tls_ok; } || { sleep 3 && rabbit_tls_ok; }; then
       say "rabbitmq  already running at $HOST:$RABBIT_PORT (TLS :$RABBIT_TLS_PORT), checked in $(elapsed "$t0")"
       return 0
     fi
