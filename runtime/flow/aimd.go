@@ -2,15 +2,39 @@ package flow
 
 import (
 	"context"
+	"math/bits"
 	"sync"
 	"time"
 )
 
 // Defaults applied by NewAIMD to zero Config fields.
 const (
-	DefaultInitial = 8
-	DefaultMax     = 512
-	DefaultBackoff = 0.7
+	DefaultInitial         = 8
+	DefaultMax             = 512
+	DefaultBackoff         = 0.7
+	DefaultGrowthTolerance = 1.1
+)
+
+// Tuning of the growth and cut rules; see AIMD for what each does.
+const (
+	// probeCut is where the first overload after growth cuts to, as a
+	// fraction of the calls that fitted when the target refused.
+	probeCut = 0.9
+	// plateauWindows is how many windows the limit stays at the last point
+	// that fitted before probing one above it.
+	plateauWindows = 3
+	// queueSlack is window growth too small to call queueing whatever the
+	// ratio: below it, scheduling jitter of fast targets dominates.
+	queueSlack = time.Millisecond
+	// overFactor scales the tolerance's margin to where the limit is given
+	// back: with tolerance 1.1, windows 50% slower than the reference.
+	overFactor = 5
+	// kneeWindows is how many windows in a row must be fast for the limit
+	// to grow near where windows last slowed down.
+	kneeWindows = 4
+	// stuckWindows is how many windows in a row may say "over" at the
+	// give-back floor before the references are dropped and learnt again.
+	stuckWindows = 8
 )
 
 // Bounds of Config.Backoff; values outside are clamped.
@@ -49,6 +73,18 @@ type Config struct {
 	// than this as an overload signal: a guard for targets that slow down
 	// instead of refusing.
 	LatencyThreshold time.Duration
+	// GrowthTolerance stops growth where throughput stops: the limit grows
+	// only while a window (a limit's worth of calls) takes at most this
+	// factor of the time windows took at up to four times lower limits,
+	// that is while each slot still delivers nearly as many calls per
+	// second as before (default DefaultGrowthTolerance; values in (0, 1.05)
+	// are raised to 1.05; negative turns the check off). Windows much
+	// slower than that give slots back one per window, but never below
+	// half of the last limit whose windows were fine: a target that only
+	// got slower (at any limit) loses at most half its limit, and only
+	// until stuckWindows windows at that floor show that the references
+	// are out of date; they are then learnt again.
+	GrowthTolerance float64
 	// Now is the clock (default time.Now); tests inject a fake one. It
 	// measures latencies and decides when a Pause is over. Pauses end by
 	// real timers, so a fake clock must follow real time for a pause to
@@ -65,33 +101,87 @@ type Config struct {
 //
 // Windows are counted in calls, not time, so there is no period to tune:
 //
-//   - Increase: the limit grows by one after a limit's worth of successful
-//     completions (one "round trip" of the whole window, as TCP grows per
-//     RTT). A success counts only if, when it completed, at least half the
-//     limit was in flight (an idle or lightly loaded limiter does not grow a
-//     limit it never uses), and only if the call started after the last cut.
-//   - Decrease: an overload multiplies the limit by Backoff, once per
-//     overload event. Every cut starts a new epoch; overloads reported by
-//     calls that started in an earlier epoch are ignored, because they
-//     describe the load before the last cut. A burst of 429s answering one
-//     overload thus costs a single cut, while an overload that persists
-//     after the cut (seen by calls started under the lowered limit) cuts
-//     again.
+//   - Window: a limit's worth of successful completions (one "round trip"
+//     of the whole window, as TCP grows per RTT). A success counts only if,
+//     when it completed, at least half the limit was in flight (an idle or
+//     lightly loaded limiter does not grow a limit it never uses), and only
+//     if the call started after the last cut.
+//   - Increase: after each window the limit grows, shaped like TCP CUBIC
+//     around the last point that fitted (wmax, the calls in flight beside
+//     the one the target refused): by one per window below wmax; at wmax
+//     it waits plateauWindows windows before probing wmax+1, so the target
+//     refuses rarely; above wmax (the target has grown) the step doubles
+//     every window, up to an eighth of the limit. Before any overload the
+//     limit grows by one per window.
+//   - Throughput: growth is skipped while windows (the median of the last
+//     three, smoothed) take over GrowthTolerance times as long as they did
+//     at lower limits. A window is one pass of every slot, so its duration
+//     is the time a slot needs per call, including any wait for work: when
+//     it grows with the limit, calls are queueing somewhere (at the
+//     target, on a saturated CPU, in the pipeline feeding the limiter) and
+//     more of them in flight would add latency, not throughput. Windows
+//     far slower (overFactor of the tolerance's margin) give one slot back
+//     per window. Near the highest limit whose windows slowed down (the
+//     knee), growth needs kneeWindows fast windows in a row, so that noise
+//     does not ratchet the limit past it. Without this a target that
+//     queues instead of refusing drives the limit to Max.
+//   - Decrease: the first overload after the limit grew cuts it to probeCut
+//     of wmax, since the target has just said how many calls it takes (but
+//     never by more than Backoff would). An overload with no growth since
+//     the last cut — the target lost capacity — multiplies the limit by
+//     Backoff. Every cut starts a new epoch; overloads reported by calls
+//     that started in an earlier epoch are ignored, because they describe
+//     the load before the last cut. A burst of 429s answering one overload
+//     thus costs a single cut, while an overload that persists after the
+//     cut (seen by calls started under the lowered limit) cuts again.
 //
 // Lowering the limit does not cancel in-flight calls; new acquisitions wait
 // until in-flight drops below the new limit.
 type AIMD struct {
-	min, max int
-	backoff  float64
-	latency  time.Duration
-	now      func() time.Time
-	rec      Recorder
+	min, max  int
+	backoff   float64
+	latency   time.Duration
+	tolerance float64 // 0: throughput check off
+	now       func() time.Time
+	rec       Recorder
 
 	mu       sync.Mutex
 	limit    int
 	inFlight int
-	// successes counts qualifying successes since the last limit change.
-	successes int
+	// successes counts qualifying successes in the current window, which
+	// started at windowStart. timed says whether the window's duration
+	// means anything: not for the first window after construction or a
+	// cut, which include waiting for the first calls or for calls of the
+	// old epoch to drain. Idle spells within a window count: a limiter
+	// that is not kept full (its feeder cannot keep up) delivers no more
+	// by growing.
+	successes   int
+	windowStart time.Time
+	timed       bool
+	// wmax is the last number of calls that fitted when the target refused
+	// (0 before any overload); grown says whether the limit grew since the
+	// last cut; plateau counts windows spent at wmax and step is the next
+	// increase above it.
+	wmax    int
+	grown   bool
+	plateau int
+	step    int
+	// recent is the smoothed duration of the last windows; byLimit the
+	// smoothed window duration per power-of-two limit band, the reference
+	// the throughput check compares recent with.
+	recent  time.Duration
+	byLimit [bits.UintSize + 1]band
+	// last3 holds the last timed window durations, windows counts them.
+	last3   [3]time.Duration
+	windows int
+	// okLimit is the limit of the last window that did not queue; knee
+	// the highest limit whose windows did (0: none, or left behind);
+	// freeRun counts windows in a row that did not.
+	okLimit int
+	knee    int
+	freeRun int
+	// stuck counts "over" windows in a row at the give-back floor.
+	stuck int
 	// epoch is incremented by every cut; slots remember the epoch they were
 	// granted in.
 	epoch       uint64
@@ -111,10 +201,19 @@ type waiter struct {
 	slot    slot
 }
 
+// band is the smoothed window duration measured while the limit was in one
+// power-of-two range.
+type band struct {
+	took time.Duration // zero: never measured
+}
+
 // slot records what release needs to know about an acquisition.
 type slot struct {
 	epoch uint64
 	start time.Time
+	// beside is the number of other calls in flight when this one was
+	// granted.
+	beside int
 }
 
 // NewAIMD returns a limiter starting at cfg.Initial.
@@ -140,6 +239,13 @@ func NewAIMD(cfg Config) *AIMD {
 		a.backoff = DefaultBackoff
 	}
 	a.backoff = min(max(a.backoff, minBackoff), maxBackoff)
+	switch t := cfg.GrowthTolerance; {
+	case t == 0:
+		a.tolerance = DefaultGrowthTolerance
+	case t > 0:
+		// Below ~1.05 ordinary jitter would stop growth for good.
+		a.tolerance = max(t, 1.05)
+	}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -270,7 +376,7 @@ func (a *AIMD) canGrantLocked() bool {
 func (a *AIMD) grantLocked() slot {
 	a.inFlight++
 	a.recordInFlightLocked()
-	return slot{epoch: a.epoch, start: a.now()}
+	return slot{epoch: a.epoch, start: a.now(), beside: a.inFlight - 1}
 }
 
 // grantWaitersLocked hands free slots to waiters in FIFO order.
@@ -310,8 +416,14 @@ func (a *AIMD) releaser(s slot) func(Outcome) {
 func (a *AIMD) releaseLocked(s slot, o Outcome) {
 	// Utilisation is judged with this call still counted in flight.
 	busy := 2*a.inFlight >= a.limit
+	// The calls in flight beside this one, what the target was serving
+	// when it answered: counted at its start or at its end, whichever is
+	// more (calls started after it may have reached the target first,
+	// calls that finished meanwhile were still there).
+	beside := max(s.beside, a.inFlight-1)
 	a.inFlight--
-	if o == Success && a.latency > 0 && a.now().Sub(s.start) > a.latency {
+	took := a.now().Sub(s.start)
+	if o == Success && a.latency > 0 && took > a.latency {
 		o = Overload
 	}
 	switch o {
@@ -321,27 +433,180 @@ func (a *AIMD) releaseLocked(s slot, o Outcome) {
 		if busy && s.epoch == a.epoch {
 			a.successes++
 			if a.successes >= a.limit {
-				a.successes = 0
-				if a.limit < a.max {
-					a.limit++
-					a.recordLimitLocked()
-				}
+				a.windowDoneLocked()
 			}
 		}
 	case Overload:
 		if s.epoch == a.epoch {
-			a.cutLocked()
+			a.cutLocked(beside)
 		}
 	}
 	a.recordInFlightLocked()
 	a.grantWaitersLocked()
 }
 
-func (a *AIMD) cutLocked() {
+// windowDoneLocked ends a window of qualifying successes and grows the
+// limit unless calls are queueing.
+func (a *AIMD) windowDoneLocked() {
+	now := a.now()
+	took, timed := now.Sub(a.windowStart), a.timed
+	a.successes, a.windowStart, a.timed = 0, now, true
+	if a.min == a.max {
+		return // fixed: nothing to learn
+	}
+	if timed {
+		switch a.queueingLocked(took) {
+		case queueFull:
+			a.step, a.freeRun = 1, 0
+			a.knee = max(a.knee, a.limit)
+			return
+		case queueOver:
+			a.step, a.freeRun = 1, 0
+			a.knee = max(a.knee, a.limit)
+			// Gently, and never below half of the last limit that did not
+			// queue: a target that simply became slower (its calls take
+			// longer at any limit) must not lose its limit. Stuck at that
+			// floor, the references are what is wrong: learn them again.
+			if a.limit > max(a.okLimit/2, a.min) {
+				a.limit--
+				a.stuck = 0
+				a.recordLimitLocked()
+			} else if a.stuck++; a.stuck >= stuckWindows {
+				a.byLimit = [len(a.byLimit)]band{}
+				a.knee, a.okLimit, a.stuck = 0, a.limit, 0
+			}
+			return
+		}
+		a.okLimit = a.limit
+		a.freeRun++
+		if a.knee > 0 && a.limit >= a.knee-1 {
+			// Near where windows last slowed down, one fast window is
+			// likely luck: grow only after kneeWindows in a row, and
+			// forget the knee once well past it.
+			if a.freeRun < kneeWindows {
+				return
+			}
+			a.freeRun = 0
+			if a.limit > a.knee+a.knee/8 {
+				a.knee = 0
+			}
+		}
+	}
+	var grow int
+	switch {
+	case a.wmax == 0 || a.limit < a.wmax:
+		grow = 1
+	case a.limit == a.wmax:
+		if a.plateau++; a.plateau > plateauWindows {
+			grow = 1
+		}
+	default:
+		// Above the last point that fitted without a refusal: the target
+		// has grown, so find its new size quickly.
+		grow = min(a.step, max(1, a.limit/8))
+		a.step = min(2*a.step, a.max)
+	}
+	if grow == 0 || a.limit >= a.max {
+		return
+	}
+	a.limit = min(a.limit+grow, a.max)
+	a.grown = true
+	if a.limit <= a.wmax {
+		a.plateau = 0
+	}
+	a.recordLimitLocked()
+}
+
+// queue is what the window durations say about queueing.
+type queue int
+
+const (
+	queueFree queue = iota // growing the limit adds throughput
+	queueFull              // it would add little: hold
+	queueOver              // calls clearly queue: give one slot back
+)
+
+// queueingLocked records a window's duration and says whether calls are
+// queueing. It compares the smoothed recent duration with the lowest
+// reference of the two bands below this limit's (limits up to four times
+// lower): up to tolerance times the reference is free, up to overFactor of
+// that margin is full, beyond is over; with no reference yet it is free. A
+// difference under queueSlack is always free. References do not expire by
+// time, since at a steady knee fresh references would be measured in the
+// queue and let the limit drift up; see windowDoneLocked for when they are
+// dropped.
+func (a *AIMD) queueingLocked(took time.Duration) queue {
+	if a.tolerance == 0 || took <= 0 {
+		return queueFree
+	}
+	// The median of the last three windows: one stalled window (a GC
+	// pause, a descheduled process) says nothing about the limit, two in
+	// three do.
+	a.last3[a.windows%3] = took
+	a.windows++
+	if a.windows < 3 {
+		return queueFree
+	}
+	took = median3(a.last3)
+	a.recent = smooth(a.recent, took)
+	i := bits.Len(uint(a.limit))
+	b := &a.byLimit[i]
+	b.took = smooth(b.took, took)
+	// The reference comes from lower limits only: this band follows the
+	// recent windows, and comparing them with themselves would let every
+	// lucky window grow the limit.
+	var ref time.Duration
+	for _, lower := range a.byLimit[max(i-2, 0):i] {
+		if lower.took > 0 && (ref == 0 || lower.took < ref) {
+			ref = lower.took
+		}
+	}
+	if ref == 0 {
+		return queueFree // nothing to compare with yet
+	}
+	ratio := float64(a.recent) / float64(ref)
+	switch {
+	case a.recent-ref <= queueSlack || ratio <= a.tolerance:
+		return queueFree
+	case ratio <= 1+overFactor*(a.tolerance-1):
+		return queueFull
+	default:
+		return queueOver
+	}
+}
+
+// smooth folds sample into the moving average avg (0: none yet).
+func smooth(avg, sample time.Duration) time.Duration {
+	if avg == 0 {
+		return sample
+	}
+	return (avg + sample) / 2
+}
+
+func median3(x [3]time.Duration) time.Duration {
+	return max(min(x[0], x[1]), min(max(x[0], x[1]), x[2]))
+}
+
+// cutLocked lowers the limit on an overload; beside is the number of other
+// calls in flight when the target refused.
+func (a *AIMD) cutLocked(beside int) {
 	a.epoch++
-	a.successes = 0
-	next := min(int(float64(a.limit)*a.backoff), a.limit-1)
-	a.limit = max(next, a.min)
+	a.successes, a.timed = 0, false
+	floor := int(float64(a.limit) * a.backoff)
+	next := floor
+	if a.grown {
+		// The limit grew into the overload: the target has just said that
+		// it takes about beside calls. Sit a little below that.
+		a.wmax = max(min(beside, a.limit-1), a.min)
+		next = max(int(probeCut*float64(a.wmax)), floor)
+	} else {
+		a.wmax = max(a.limit-1, a.min)
+	}
+	a.limit = max(min(next, a.limit-1), a.min)
+	// Backoff bounds the cut; if that leaves the limit over what fitted,
+	// the limit is the point to grow back to, not one to accelerate from.
+	a.wmax = max(a.wmax, a.limit)
+	a.grown, a.plateau, a.step = false, 0, 1
 	if a.rec != nil {
 		a.rec.Cut()
 	}

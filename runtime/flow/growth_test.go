@@ -1,0 +1,237 @@
+package flow
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// driver keeps a limiter full against a target whose window duration (the
+// time for a limit's worth of calls) is chosen by the test, on a fake clock.
+type driver struct {
+	t     *testing.T
+	l     *AIMD
+	clock *fakeClock
+	rels  []func(Outcome) // oldest first
+}
+
+func newDriver(t *testing.T, cfg Config) *driver {
+	clock := newFakeClock()
+	cfg.Now = clock.Now
+	return &driver{t: t, l: NewAIMD(cfg), clock: clock}
+}
+
+func (d *driver) fill() {
+	for d.l.InFlight() < d.l.Limit() {
+		d.rels = append(d.rels, mustAcquire(d.t, d.l, 1)[0])
+	}
+}
+
+// complete finishes the n oldest calls one by one, each after each of fake
+// time, starting a new call after each so the limiter stays full.
+func (d *driver) complete(n int, each time.Duration, o Outcome) {
+	for range n {
+		d.fill()
+		d.clock.Advance(each)
+		d.rels[0](o)
+		d.rels = d.rels[1:]
+	}
+	d.fill()
+}
+
+// window completes one window (a limit's worth of successes) taking took,
+// and returns the limit after it.
+func (d *driver) window(took time.Duration) int {
+	n := d.l.Limit()
+	d.complete(n, took/time.Duration(n), Success)
+	return d.l.Limit()
+}
+
+// drain ends every call without a capacity signal.
+func (d *driver) drain() {
+	for _, rel := range d.rels {
+		rel(Ignore)
+	}
+	d.rels = nil
+}
+
+const flat = 10 * time.Millisecond
+
+func TestCutToInFlightAfterGrowth(t *testing.T) {
+	t.Parallel()
+	rec := &countingRecorder{}
+	d := newDriver(t, Config{Initial: 20, Max: 100, Backoff: 0.7, Recorder: rec})
+	if got := d.window(flat); got != 21 {
+		t.Fatalf("limit after a window = %d, want 21", got)
+	}
+	// The limit grew into an overload with 20 other calls in flight: the
+	// target takes about 20, so the cut sits just below: 0.9·20 = 18, not
+	// Backoff·21 = 14.
+	d.complete(1, time.Millisecond, Overload)
+	if got := d.l.Limit(); got != 18 {
+		t.Fatalf("limit after the probe's overload = %d, want 18", got)
+	}
+	// The overload persists with no growth since: the target lost
+	// capacity, and Backoff applies.
+	d.drain()
+	d.fill()
+	d.complete(1, time.Millisecond, Overload)
+	if got := d.l.Limit(); got != 12 {
+		t.Fatalf("limit after a persistent overload = %d, want 12 (18·0.7)", got)
+	}
+	if rec.Cuts() != 2 {
+		t.Fatalf("cuts = %d, want 2", rec.Cuts())
+	}
+	d.drain()
+}
+
+func TestProbeCutBoundedByBackoff(t *testing.T) {
+	t.Parallel()
+	d := newDriver(t, Config{Initial: 10, Max: 100, Backoff: 0.7})
+	d.window(flat) // 11, grown
+	d.drain()
+	// Refused with one other call in flight: the target is shared or
+	// throttled; the cut goes no further than Backoff.
+	calls := mustAcquire(t, d.l, 2)
+	calls[0](Overload)
+	calls[1](Ignore)
+	if got := d.l.Limit(); got != 7 {
+		t.Fatalf("limit = %d, want 7 (11·0.7)", got)
+	}
+}
+
+func TestPlateauThenProbeThenAccelerate(t *testing.T) {
+	t.Parallel()
+	d := newDriver(t, Config{Initial: 20, Max: 1000, Backoff: 0.7})
+	d.window(flat)
+	d.complete(1, time.Millisecond, Overload) // wmax 20, limit 18
+	d.drain()
+	d.fill()
+	var got []int
+	for range 12 {
+		got = append(got, d.window(flat))
+	}
+	// Back to 20 by one per window; three windows at 20 before probing
+	// 21; past 20 the target has grown, so the step doubles: 1, 2, then
+	// capped at an eighth of the limit.
+	want := []int{19, 20, 20, 20, 20, 21, 22, 24, 27, 30, 33, 37}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("limits per window %v, want %v", got, want)
+		}
+	}
+	d.drain()
+}
+
+// saturated is a target that serves at most perMs calls per millisecond,
+// each taking at least flat: past the knee (flat·perMs calls in flight)
+// more calls only queue, and a window takes limit/perMs.
+func saturated(perMs float64) func(limit int) time.Duration {
+	return func(limit int) time.Duration {
+		return max(flat, time.Duration(float64(limit)/perMs*float64(time.Millisecond)))
+	}
+}
+
+func TestGrowthStopsWhereThroughputStops(t *testing.T) {
+	t.Parallel()
+	took := saturated(4) // knee at 40 in flight
+	d := newDriver(t, Config{Initial: 8, Max: 500})
+	peak := 0
+	for range 400 {
+		peak = max(peak, d.window(took(d.l.Limit())))
+	}
+	got := d.l.Limit()
+	t.Logf("limit %d, peak %d", got, peak)
+	// Past the knee a slot adds no throughput: the limit must stop near
+	// it, so that each slot still delivers ≥ 0.8 of a call per flat.
+	if got < 40 || peak > 50 {
+		t.Fatalf("limit %d (peak %d), want it to stop in [40, 50] for a knee at 40", got, peak)
+	}
+	d.drain()
+
+	// With the check off, the limit climbs on successes alone.
+	d = newDriver(t, Config{Initial: 8, Max: 500, GrowthTolerance: -1})
+	for range 400 {
+		d.window(took(d.l.Limit()))
+	}
+	if got := d.l.Limit(); got < 400 {
+		t.Fatalf("without the check the limit reached only %d", got)
+	}
+	d.drain()
+}
+
+func TestGivesBackWhenTheKneeMoves(t *testing.T) {
+	t.Parallel()
+	d := newDriver(t, Config{Initial: 8, Max: 500})
+	for range 200 {
+		d.window(saturated(4)(d.l.Limit()))
+	}
+	before := d.l.Limit()
+	// The machine got busier: half the throughput, a knee at 20.
+	for range 200 {
+		d.window(saturated(2)(d.l.Limit()))
+	}
+	got := d.l.Limit()
+	t.Logf("limit %d before, %d after the knee moved to 20", before, got)
+	if got < 20 || got > 30 {
+		t.Fatalf("limit %d, want it back in [20, 30] for a knee at 20", got)
+	}
+	d.drain()
+}
+
+func TestSlowerTargetKeepsHalfItsLimit(t *testing.T) {
+	t.Parallel()
+	d := newDriver(t, Config{Initial: 8, Max: 60})
+	for d.l.Limit() < 60 {
+		d.window(flat)
+	}
+	d.window(flat) // a fine window at 60
+	// Every call now takes four times as long, at any limit: that is not
+	// queueing, but it looks like it against the old references.
+	low, back := 60, 0
+	for w := range 300 {
+		got := d.window(4 * flat)
+		low = min(low, got)
+		if low < 60 && got == 60 && back == 0 {
+			back = w
+		}
+	}
+	t.Logf("lowest %d, back at 60 after %d windows", low, back)
+	if low < 30 {
+		t.Fatalf("limit fell to %d, below half of 60", low)
+	}
+	// Stuck at that floor, it relearns its references and grows back.
+	if back == 0 || d.l.Limit() != 60 {
+		t.Fatalf("limit %d after 300 windows, want it back at 60", d.l.Limit())
+	}
+	d.drain()
+}
+
+func TestFixedLimitIgnoresWindows(t *testing.T) {
+	t.Parallel()
+	d := newDriver(t, Config{Initial: 32, Min: 32, Max: 32})
+	for i := range 100 {
+		if got := d.window(time.Duration(1+i%7) * flat); got != 32 {
+			t.Fatalf("fixed limit moved to %d", got)
+		}
+	}
+	d.drain()
+}
+
+func TestNoisyWindowsDoNotRatchetPastTheKnee(t *testing.T) {
+	t.Parallel()
+	took := saturated(4) // knee at 40 in flight
+	rng := rand.New(rand.NewPCG(11, 11))
+	d := newDriver(t, Config{Initial: 8, Max: 500})
+	peak := 0
+	for range 3000 {
+		// ±20% jitter on every window.
+		noise := 0.8 + 0.4*rng.Float64()
+		peak = max(peak, d.window(time.Duration(float64(took(d.l.Limit()))*noise)))
+	}
+	t.Logf("limit %d, peak %d", d.l.Limit(), peak)
+	if peak > 52 {
+		t.Fatalf("peak limit %d: noise ratcheted the limit past the knee at 40", peak)
+	}
+	d.drain()
+}
