@@ -231,7 +231,7 @@ type ConcurrencySpec struct {
 	Min int `yaml:"min,omitempty" json:"min,omitempty" jsonschema:"minimum=0"`
 	// Max is the highest the limit grows to; when defaulted, at least min and initial.
 	Max int `yaml:"max,omitempty" json:"max,omitempty" jsonschema:"minimum=0"`
-	// Backoff is the multiplicative decrease on overload (429, 503, 504, timeouts, refused connections): the limit is multiplied by it, at most once per window. Between 0.5 and 0.9; default 0.7.
+	// Backoff bounds the decrease on overload (429, 503, 504, timeouts, refused connections). The first overload after the limit grew cuts it to just below the calls that fitted, but never below the limit times backoff; an overload that persists after a cut multiplies the limit by it. At most one cut per window. Between 0.5 and 0.9; default 0.7.
 	Backoff float64 `yaml:"backoff,omitempty" json:"backoff,omitempty" jsonschema:"minimum=0"`
 	// LatencyThreshold, when set, treats a successful call slower than it as overload, for targets that slow down instead of refusing. Off by default.
 	LatencyThreshold Duration `yaml:"latencyThreshold,omitempty" json:"latencyThreshold,omitempty"`
