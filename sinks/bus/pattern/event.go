@@ -3,6 +3,7 @@ package pattern
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -91,7 +92,7 @@ func coreValueV1(ec *event.EventContextV1, i int) string {
 	case 1:
 		return ec.ID
 	case 2:
-		return ec.Source.String()
+		return sourceString(&ec.Source.URL)
 	case 3:
 		return ec.Type
 	case 4:
@@ -108,6 +109,18 @@ func coreValueV1(ec *event.EventContextV1, i int) string {
 		return ec.DataSchema.String()
 	}
 	return ""
+}
+
+// sourceString is u.String() (what the SDK's Source getter returns),
+// without building a new string for the usual source, a bare absolute
+// path: String() would then return exactly u.EscapedPath(), which does not
+// allocate unless the path needs escaping.
+func sourceString(u *url.URL) string {
+	if u.Scheme == "" && u.Opaque == "" && u.User == nil && u.Host == "" && !u.ForceQuery &&
+		u.RawQuery == "" && u.Fragment == "" && strings.HasPrefix(u.Path, "/") {
+		return u.EscapedPath()
+	}
+	return u.String()
 }
 
 // extValue converts an extension value: integers are numbers, booleans

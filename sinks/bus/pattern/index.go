@@ -617,17 +617,19 @@ func (x *rangeIndex) match(f float64, out []int32) []int32 {
 // linearCond is one condition of a transition with only a few of them,
 // checked directly: below a handful of conditions a short loop over
 // conditions stored inline beats hash maps and tries, whose lookups touch
-// several cold cache lines. It is kept to 48 bytes (the common operators'
-// operands inline, the rest behind extra) so that one or two fit a line.
+// several cold cache lines. It is 40 bytes and holds no pointer (its string
+// operand lives in the matcher's text, the rarer operators' operands in
+// its extras), so that a state record with one inline condition fits one
+// cache line and the garbage collector never scans the automaton's arrays.
 type linearCond struct {
-	kind   condKind
-	vkind  kind  // cExact: the value's kind
-	flags  uint8 // cNumeric: which bounds exist and are inclusive
-	target int32
-	num    float64 // cExact: the number; cNumeric: the lower bound
-	hi     float64 // cNumeric: the upper bound
-	str    string  // cExact: the string; prefix and suffix operands; the ignore-case operand, folded
-	extra  *linearExtra
+	num        float64 // cExact: the number; cNumeric: the lower bound
+	hi         float64 // cNumeric: the upper bound
+	target     int32
+	soff, slen int32 // text[soff:soff+slen]: cExact's string; prefix and suffix operands; the ignore-case operand, folded
+	extra      int32 // index in the matcher's extras, -1 if none
+	kind       condKind
+	vkind      kind  // cExact: the value's kind
+	flags      uint8 // cNumeric: which bounds exist and are inclusive
 }
 
 // linearExtra holds what the rarer operators need.
@@ -636,18 +638,37 @@ type linearExtra struct {
 	not []linearCond // anything-but's exclusions
 }
 
-func newLinearCond(c *cond, target int32) linearCond {
-	l := linearCond{kind: c.kind, target: target, extra: &linearExtra{c: *c}}
+// condText interns the string operands of linear conditions while a
+// Matcher is built; text is the matcher's text once frozen.
+type condText struct {
+	buf    []byte
+	at     map[string]int32
+	extras []linearExtra
+}
+
+func (t *condText) intern(s string) (off, n int32) {
+	if o, ok := t.at[s]; ok {
+		return o, int32(len(s))
+	}
+	if t.at == nil {
+		t.at = map[string]int32{}
+	}
+	o := int32(len(t.buf))
+	t.buf = append(t.buf, s...)
+	t.at[s] = o
+	return o, int32(len(s))
+}
+
+func (t *condText) newLinearCond(c *cond, target int32) linearCond {
+	l := linearCond{kind: c.kind, target: target, extra: -1}
 	switch c.kind {
 	case cExact:
-		l.vkind, l.num, l.str = c.val.kind, c.val.num, c.val.str
-		l.extra = nil
+		l.vkind, l.num = c.val.kind, c.val.num
+		l.soff, l.slen = t.intern(c.val.str)
 	case cPrefix, cSuffix:
-		l.str = c.str
-		l.extra = nil
+		l.soff, l.slen = t.intern(c.str)
 	case cEqualsFold, cPrefixFold, cSuffixFold:
-		l.str = foldString(c.str)
-		l.extra = nil
+		l.soff, l.slen = t.intern(foldString(c.str))
 	case cNumeric:
 		l.num, l.hi = c.rng.lo, c.rng.hi
 		for i, b := range []bool{c.rng.hasLo, c.rng.hasHi, c.rng.loIncl, c.rng.hiIncl} {
@@ -655,28 +676,33 @@ func newLinearCond(c *cond, target int32) linearCond {
 				l.flags |= 1 << i
 			}
 		}
-		l.extra = nil
-	case cAnythingBut:
-		for i := range c.not {
-			l.extra.not = append(l.extra.not, newLinearCond(&c.not[i], 0))
+	default:
+		x := linearExtra{c: *c}
+		if c.kind == cAnythingBut {
+			for i := range c.not {
+				x.not = append(x.not, t.newLinearCond(&c.not[i], 0))
+			}
 		}
+		l.extra = int32(len(t.extras))
+		t.extras = append(t.extras, x)
 	}
 	return l
 }
 
 // cond recovers the condition, for building an index instead.
-func (l *linearCond) cond() *cond {
-	if l.extra != nil {
-		return &l.extra.c
+func (t *condText) cond(l *linearCond) *cond {
+	if l.extra >= 0 {
+		return &t.extras[l.extra].c
 	}
 	c := &cond{kind: l.kind}
+	str := string(t.buf[l.soff : l.soff+l.slen])
 	switch l.kind {
 	case cExact:
-		c.val = value{kind: l.vkind, str: l.str, num: l.num}
+		c.val = value{kind: l.vkind, str: str, num: l.num}
 	case cNumeric:
 		c.rng = l.rng()
 	default: // the string operators; the ignore-case ones keep their folded operand
-		c.str = l.str
+		c.str = str
 	}
 	return c
 }
@@ -685,10 +711,11 @@ func (l *linearCond) rng() numRange {
 	return numRange{lo: l.num, hi: l.hi, hasLo: l.flags&1 != 0, hasHi: l.flags&2 != 0, loIncl: l.flags&4 != 0, hiIncl: l.flags&8 != 0}
 }
 
-func (l *linearCond) match(v *value, sc *scratch) bool {
+// match reports whether v satisfies l; text and extras are the matcher's.
+func (l *linearCond) match(v *value, sc *scratch, text string, extras []linearExtra) bool {
 	switch l.kind {
 	case cExact:
-		return v.kind == l.vkind && v.num == l.num && v.str == l.str
+		return v.kind == l.vkind && v.num == l.num && len(v.str) == int(l.slen) && v.str == text[l.soff:l.soff+l.slen]
 	case cExists:
 		return true // exists:false never becomes a condition on values
 	case cNumeric:
@@ -698,8 +725,9 @@ func (l *linearCond) match(v *value, sc *scratch) bool {
 		r := l.rng()
 		return r.contains(v.num)
 	case cAnythingBut:
-		for i := range l.extra.not {
-			if l.extra.not[i].match(v, sc) {
+		not := extras[l.extra].not
+		for i := range not {
+			if not[i].match(v, sc, text, extras) {
 				return false
 			}
 		}
@@ -711,22 +739,23 @@ func (l *linearCond) match(v *value, sc *scratch) bool {
 	s := v.str
 	switch l.kind {
 	case cPrefix:
-		return strings.HasPrefix(s, l.str)
+		return strings.HasPrefix(s, text[l.soff:l.soff+l.slen])
 	case cSuffix:
-		return strings.HasSuffix(s, l.str)
+		return strings.HasSuffix(s, text[l.soff:l.soff+l.slen])
 	case cWildcard:
-		return wildMatch(l.extra.c.parts, s)
+		return wildMatch(extras[l.extra].c.parts, s)
 	case cCIDR:
 		a, err := netip.ParseAddr(s)
-		return err == nil && l.extra.c.cidr.Contains(a.Unmap())
+		return err == nil && extras[l.extra].c.cidr.Contains(a.Unmap())
 	}
 	f := sc.folded(s)
+	op := text[l.soff : l.soff+l.slen]
 	switch l.kind {
 	case cEqualsFold:
-		return string(f) == l.str
+		return string(f) == op
 	case cPrefixFold:
-		return len(f) >= len(l.str) && string(f[:len(l.str)]) == l.str
+		return len(f) >= len(op) && string(f[:len(op)]) == op
 	default: // cSuffixFold
-		return len(f) >= len(l.str) && string(f[len(f)-len(l.str):]) == l.str
+		return len(f) >= len(op) && string(f[len(f)-len(op):]) == op
 	}
 }

@@ -70,7 +70,9 @@ type Matcher struct {
 	trans   []transition
 	linear  []linearCond
 	accepts []int32 // rule indexes
-	absent  []absentTrans
+	vms     []valueMatcher
+	text    string        // the linear conditions' string operands
+	extras  []linearExtra // the linear conditions' rarer operands
 
 	core []int32  // path id of each context attribute (see coreName), -1 if unused
 	exts []extPID // the extensions rules test
@@ -85,31 +87,27 @@ type extPID struct {
 	pid  int32
 }
 
-// state is a span of each of the Matcher's arrays.
+// state is a span of each of the Matcher's arrays and, inline, its first
+// transition when that is a single condition. It is 64 bytes, one cache
+// line: most states deep in the automaton belong to one rule and have one
+// transition with one condition, so a walk down such a chain reads one
+// line per state (the walk of a large rule set is mostly cache misses).
 type state struct {
-	acc, accN    int32 // accepts
-	tr, trN      int32 // trans: the transitions after first
-	absent, absN int32 // absent
-	// first is the state's first transition, held here (first.pid < 0 if
-	// none): most states deep in the automaton belong to one rule and have
-	// one transition with one condition, so a walk down such a chain reads
-	// one record per state.
-	first transition
-}
-
-// transition holds the conditions on one path leaving a state: a few,
-// checked one by one (one, when there is just one; else
-// linear[lin:lin+linN]), or else indexed (vm). The targets of its
-// conditions are the ids of the next states.
-type transition struct {
-	pid       int32
-	lin, linN int32
-	vm        *valueMatcher
+	acc, accN int32 // accepts
+	tr, trN   int32 // trans: the transitions after the inline one
+	pid       int32 // the inline transition's path, -1 if none
 	one       linearCond
 }
 
-type absentTrans struct {
-	pid, next int32
+// transition holds the conditions on one path leaving a state: a few,
+// checked one by one (linear[lin:lin+linN]), or else indexed (vms[vm]);
+// their targets are the ids of the next states. An absence transition
+// (exists:false) has next >= 0: it is followed when the path has no value.
+type transition struct {
+	pid       int32
+	lin, linN int32
+	vm        int32 // -1 if not indexed
+	next      int32 // absence transitions: the next state; -1 otherwise
 }
 
 // bstate is a state under construction.
@@ -160,9 +158,11 @@ func (b *Builder) Build() *Matcher {
 	}
 	number(root)
 	m.states = make([]state, len(order))
+	var text condText
 	for i, b := range order {
-		m.freeze(&m.states[i], b, ids)
+		m.freeze(&m.states[i], b, ids, &text)
 	}
+	m.text, m.extras = string(text.buf), text.extras
 	m.core = make([]int32, coreAttrs)
 	m.planAttributes()
 	m.tree.freeze()
@@ -193,7 +193,7 @@ func (m *Matcher) pathID(segs []string) int32 {
 	return id
 }
 
-func (m *Matcher) freeze(s *state, b *bstate, ids map[*bstate]int32) {
+func (m *Matcher) freeze(s *state, b *bstate, ids map[*bstate]int32, text *condText) {
 	s.acc, s.accN = int32(len(m.accepts)), int32(len(b.accepts))
 	m.accepts = append(m.accepts, b.accepts...)
 	// Group the outgoing steps by path: one transition per path.
@@ -202,13 +202,13 @@ func (m *Matcher) freeze(s *state, b *bstate, ids map[*bstate]int32) {
 		conds []linearCond
 	}
 	var groups []*group
+	var absent []transition
 	byPath := map[int32]*group{}
-	s.absent = int32(len(m.absent))
 	for _, bs := range b.order {
 		pid := m.pathID(bs.step.path)
 		child := ids[bs.child]
 		if bs.step.absent {
-			m.absent = append(m.absent, absentTrans{pid: pid, next: child})
+			absent = append(absent, transition{pid: pid, vm: -1, next: child})
 			continue
 		}
 		g := byPath[pid]
@@ -218,35 +218,33 @@ func (m *Matcher) freeze(s *state, b *bstate, ids map[*bstate]int32) {
 			groups = append(groups, g)
 		}
 		for i := range bs.step.conds {
-			g.conds = append(g.conds, newLinearCond(&bs.step.conds[i], child))
+			g.conds = append(g.conds, text.newLinearCond(&bs.step.conds[i], child))
 		}
 	}
-	s.absN = int32(len(m.absent)) - s.absent
-	s.first.pid = -1
+	s.pid = -1
+	if len(groups) > 0 && len(groups[0].conds) == 1 && m.linearMax >= 1 {
+		s.pid, s.one = groups[0].pid, groups[0].conds[0]
+		groups = groups[1:]
+	}
 	s.tr = int32(len(m.trans))
-	for gi, g := range groups {
-		tr := transition{pid: g.pid}
-		switch {
-		case len(g.conds) == 1 && m.linearMax >= 1:
-			tr.one, tr.linN = g.conds[0], 1
-		case len(g.conds) <= m.linearMax:
+	for _, g := range groups {
+		tr := transition{pid: g.pid, vm: -1, next: -1}
+		if len(g.conds) <= m.linearMax {
 			tr.lin, tr.linN = int32(len(m.linear)), int32(len(g.conds))
 			m.linear = append(m.linear, g.conds...)
-		default:
+		} else {
 			var vb vmBuilder
 			for j := range g.conds {
-				vb.add(g.conds[j].cond(), g.conds[j].target)
+				vb.add(text.cond(&g.conds[j]), g.conds[j].target)
 			}
 			vm := vb.finish()
-			tr.vm = &vm
+			tr.vm = int32(len(m.vms))
+			m.vms = append(m.vms, vm)
 			m.maxNot = max(m.maxNot, len(vm.not))
 		}
-		if gi == 0 {
-			s.first = tr
-		} else {
-			m.trans = append(m.trans, tr)
-		}
+		m.trans = append(m.trans, tr)
 	}
+	m.trans = append(m.trans, absent...)
 	s.trN = int32(len(m.trans)) - s.tr
 }
 
@@ -438,29 +436,31 @@ type walker struct {
 func (w walker) visit(sid int32, bind []hop) {
 	m, sc := w.m, w.sc
 	s := &m.states[sid]
-	sc.found = append(sc.found, m.accepts[s.acc:s.acc+s.accN]...)
-	if s.first.pid >= 0 {
-		w.follow(&s.first, bind)
+	if s.accN > 0 {
+		sc.found = append(sc.found, m.accepts[s.acc:s.acc+s.accN]...)
+	}
+	if s.pid >= 0 {
+		w.follow(s.pid, nil, &s.one, bind)
 	}
 	for ti := s.tr; ti < s.tr+s.trN; ti++ {
-		w.follow(&m.trans[ti], bind)
-	}
-	for _, a := range m.absent[s.absent : s.absent+s.absN] {
-		if sc.head[a.pid] < 0 {
-			w.visit(a.next, bind)
+		tr := &m.trans[ti]
+		if tr.next < 0 {
+			w.follow(tr.pid, tr, nil, bind)
+		} else if sc.head[tr.pid] < 0 {
+			w.visit(tr.next, bind)
 		}
 	}
 }
 
-// follow visits the targets of tr that the event's values on its path
-// satisfy.
-func (w walker) follow(tr *transition, bind []hop) {
+// follow visits the targets that the event's values on path pid satisfy:
+// of one, the inline condition, when set, else of tr.
+func (w walker) follow(pid int32, tr *transition, one *linearCond, bind []hop) {
 	sc := w.sc
 	start := len(sc.targets)
-	for fi := sc.head[tr.pid]; fi >= 0; fi = sc.next[fi] {
+	for fi := sc.head[pid]; fi >= 0; fi = sc.next[fi] {
 		f := &sc.fields[fi]
 		if len(f.trail) == 0 {
-			sc.targets = w.match(tr, &f.val, sc.targets) // visited below, with bind
+			sc.targets = w.match(tr, one, &f.val, sc.targets) // visited below, with bind
 			continue
 		}
 		nb, ok := w.extend(bind, f.trail)
@@ -468,7 +468,7 @@ func (w walker) follow(tr *transition, bind []hop) {
 			continue
 		}
 		from := len(sc.targets)
-		sc.targets = w.match(tr, &f.val, sc.targets)
+		sc.targets = w.match(tr, one, &f.val, sc.targets)
 		for j := from; j < len(sc.targets); j++ {
 			w.visitBound(sc.targets[j], nb)
 		}
@@ -485,19 +485,21 @@ func (w walker) follow(tr *transition, bind []hop) {
 	sc.targets = sc.targets[:start]
 }
 
-// match appends the targets of tr whose condition v satisfies.
-func (w walker) match(tr *transition, v *value, out []int32) []int32 {
-	if tr.vm != nil {
-		return tr.vm.match(v, w.sc, out)
-	}
-	if tr.linN == 1 {
-		if tr.one.match(v, w.sc) {
-			out = append(out, tr.one.target)
+// match appends the targets whose condition v satisfies: one's, when set,
+// else tr's.
+func (w walker) match(tr *transition, one *linearCond, v *value, out []int32) []int32 {
+	m := w.m
+	if one != nil {
+		if one.match(v, w.sc, m.text, m.extras) {
+			out = append(out, one.target)
 		}
 		return out
 	}
-	for i := range w.m.linear[tr.lin : tr.lin+tr.linN] {
-		if l := &w.m.linear[tr.lin+int32(i)]; l.match(v, w.sc) {
+	if tr.vm >= 0 {
+		return m.vms[tr.vm].match(v, w.sc, out)
+	}
+	for i := tr.lin; i < tr.lin+tr.linN; i++ {
+		if l := &m.linear[i]; l.match(v, w.sc, m.text, m.extras) {
 			out = append(out, l.target)
 		}
 	}

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
 	"go.uber.org/goleak"
 )
 
@@ -265,6 +267,37 @@ func TestJSONDepthLimit(t *testing.T) {
 		valid := depth <= maxJSONDepth
 		if (flatErr == nil) != valid || (refErr == nil) != valid {
 			t.Errorf("depth %d: Flatten error %v, reference error %v, want valid=%v", depth, flatErr, refErr, valid)
+		}
+	}
+}
+
+// TestStateFitsACacheLine guards the layout the walk relies on: a state
+// with its inline condition is one 64-byte line, and neither it nor a
+// linear condition holds a pointer for the garbage collector to follow.
+func TestStateFitsACacheLine(t *testing.T) {
+	if n := unsafe.Sizeof(state{}); n != 64 {
+		t.Errorf("state is %d bytes, want 64", n)
+	}
+	if n := unsafe.Sizeof(linearCond{}); n != 40 {
+		t.Errorf("linearCond is %d bytes, want 40", n)
+	}
+}
+
+// TestSourceStringIsTheSDKs: the fast path for bare absolute paths gives
+// what the SDK's Source getter (url.URL.String) gives, for every shape.
+func TestSourceStringIsTheSDKs(t *testing.T) {
+	for _, s := range []string{
+		"/acme/orders", "/a b/ü", "/a:b/c", "/%41%2Fb", "/", "/p?q=1", "/p#frag", "/p?",
+		"rel/path", "a:b", "urn:uuid:1", "https://h.example/p", "//host/p", "mailto:x@y", "*", "",
+	} {
+		e := cloudevents.NewEvent()
+		e.SetSource(s)
+		ec, ok := e.Context.(*event.EventContextV1)
+		if !ok {
+			t.Fatal("not a 1.0 context")
+		}
+		if got, want := sourceString(&ec.Source.URL), e.Source(); got != want {
+			t.Errorf("source %q: sourceString = %q, the SDK says %q", s, got, want)
 		}
 	}
 }
