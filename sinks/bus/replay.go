@@ -45,6 +45,10 @@ type Replay struct {
 	To       time.Time `json:"to"`
 	State    string    `json:"state"`
 	Replayed int       `json:"replayed"` // events put on the bus so far
+	// Through is the archive time of the last event put on the bus so far:
+	// a replay cut short is finished by a replay from Through to the same
+	// To, which puts again only the events archived at that very instant.
+	Through  time.Time `json:"through,omitzero"`
 	Error    string    `json:"error,omitempty"`
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished,omitzero"`
@@ -55,8 +59,8 @@ type Replay struct {
 const maxReplays = 100
 
 // replays is a bus's replay history, in memory: a restart forgets it (a
-// replay cut short by a stop is reported cancelled until then; start it
-// again to finish it — targets may see its first events twice).
+// replay cut short by a stop is reported cancelled until then, and the log
+// says how far it got; start one from its Through to finish it).
 type replays struct {
 	mu    sync.Mutex
 	byID  map[string]*Replay
@@ -160,7 +164,13 @@ func (b *Bus) StartReplay(from, to time.Time, rule string) (Replay, error) {
 		})
 		log := s.log.With("bus", b.id, "replay", rp.ID, "replayed", n)
 		if err != nil {
-			log.Warn("replay ended early", "err", err)
+			// The log outlives the in-memory record: say how to finish.
+			resume := from
+			if rec, _ := b.Replay(rp.ID); !rec.Through.IsZero() {
+				resume = rec.Through
+			}
+			log.Warn("replay ended early; a replay from resume_from to 'to' finishes it", "err", err,
+				"from", from, "to", to, "rule", rule, "resume_from", resume)
 		} else {
 			log.Info("replay completed")
 		}
@@ -173,6 +183,7 @@ func (b *Bus) StartReplay(from, to time.Time, rule string) (Replay, error) {
 func (b *Bus) replay(ctx context.Context, id string, from, to time.Time, rule string) (int, error) {
 	n := 0
 	batch := make([]cloudevents.Event, 0, replayBatch)
+	var last time.Time // archive time of batch's last event
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -196,7 +207,7 @@ func (b *Bus) replay(ctx context.Context, id string, from, to time.Time, rule st
 			}
 		}
 		n += len(batch)
-		b.replays.update(id, func(r *Replay) { r.Replayed = n })
+		b.replays.update(id, func(r *Replay) { r.Replayed, r.Through = n, last.UTC() })
 		batch = batch[:0]
 		return nil
 	}
@@ -211,6 +222,7 @@ func (b *Bus) replay(ctx context.Context, id string, from, to time.Time, rule st
 			ev.SetExtension(ExtReplayRule, rule)
 		}
 		batch = append(batch, ev)
+		last = st.Time
 		if len(batch) == replayBatch {
 			return flush()
 		}

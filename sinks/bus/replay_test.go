@@ -95,6 +95,9 @@ spec:
 	if done.Replayed != len(inside) {
 		t.Fatalf("replayed %d events, want %d", done.Replayed, len(inside))
 	}
+	if done.Through.Before(before) || !done.Through.Before(mid) {
+		t.Fatalf("through %v is outside the window [%v, %v)", done.Through, before, mid)
+	}
 	want := idsOf(inside)
 	eventually(t, "the replayed events on both targets", func() bool {
 		return slices.Equal(a.replays(rp.ID), want) && slices.Equal(b.replays(rp.ID), want)
@@ -103,6 +106,18 @@ spec:
 	if ev.Extensions()[ExtReplay] != rp.ID {
 		t.Fatalf("replayed event extensions %v", ev.Extensions())
 	}
+
+	// Resuming from Through puts again only what was archived at that
+	// instant: the window's last event, and not the earlier ones.
+	resumed, status := h.startReplay("orders", map[string]any{"from": done.Through, "to": mid})
+	if status != http.StatusAccepted {
+		t.Fatalf("start the resuming replay: %d", status)
+	}
+	again := h.waitReplay("orders", resumed.ID)
+	if again.Replayed < 1 || again.Replayed >= len(inside) {
+		t.Fatalf("resuming from %v replayed %d events, want the last one(s) only", done.Through, again.Replayed)
+	}
+	eventually(t, "the resumed replay on a target", func() bool { return len(a.replays(resumed.ID)) == again.Replayed })
 
 	// A replay for one rule reaches only that rule's targets.
 	one, status := h.startReplay("orders", map[string]any{"from": before, "to": mid, "rule": "second"})
