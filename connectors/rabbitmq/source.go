@@ -72,8 +72,8 @@ type Source struct {
 	// room has one pending signal: a delivery settled or the credit
 	// changed; a hand-over waiting for credit re-checks.
 	room chan struct{}
-	// recheck has one pending signal: the credit changed or a delivery of
-	// a cancelled consumer settled; the supervisor re-checks the prefetch.
+	// recheck has one pending signal: the credit changed, or a paused
+	// session may resume; the supervisor re-checks the prefetch.
 	recheck  chan struct{}
 	fatal    chan struct{} // closed when reconnecting stopped on a permanent error
 	fatalErr error         // written before fatal is closed
@@ -719,9 +719,12 @@ func (s *Source) settle(sess *session, epoch int) {
 	s.mu.Lock()
 	s.outstanding--
 	sess.handed--
-	older := epoch < sess.epoch
-	if older {
+	// A paused session resumes once its replaced consumers' deliveries are
+	// fewer than the credit; only then is the supervisor worth waking.
+	resume := false
+	if epoch < sess.epoch {
 		sess.older--
+		resume = sess.prefetch == 0 && sess.older < s.targetLocked()
 	}
 	if s.outstanding == 0 && s.drained != nil {
 		close(s.drained)
@@ -729,7 +732,7 @@ func (s *Source) settle(sess *session, epoch int) {
 	}
 	s.mu.Unlock()
 	poke(s.room)
-	if older {
+	if resume {
 		poke(s.recheck)
 	}
 }
