@@ -258,18 +258,32 @@ func (m *valueMatcher) matchCIDR(s string, out []int32) []int32 {
 // cache line, one that hits two or three; a Go map reads a control group,
 // the key's bytes and the value's slice header, each a likely miss when a
 // big rule set's tables are cold.
+//
+// In front of the table, a one-hash Bloom filter of at least 16 bits per key
+// (1/24 of the table's size, so it stays in cache while the table does not)
+// answers most lookups that miss — most of a big rule set's root lookups:
+// an event's customer, SKU or tenant is rarely one a rule names — without
+// touching the table.
 type strIndex struct {
 	seed    maphash.Seed
 	mask    uint64
 	slots   []strSlot // len is a power of two; a zero tn marks an empty slot
 	keys    []byte
 	targets []int32
+	filter  []uint64 // bit (h>>32)&fmask is set for every key's hash h
+	fmask   uint64
+}
+
+// maybe reports whether a key of hash h may be in the index.
+func (x *strIndex) maybe(h uint64) bool {
+	b := (h >> 32) & x.fmask
+	return x.filter[b>>6]&(1<<(b&63)) != 0
 }
 
 type strSlot struct {
 	hash       uint64
 	koff, klen uint32
-	toff, tn   int32
+	toff, tn   int32 // targets[toff:toff+tn]; the target itself when tn is 1
 }
 
 func newStrIndex(m map[string][]int32) *strIndex {
@@ -280,6 +294,9 @@ func newStrIndex(m map[string][]int32) *strIndex {
 	}
 	x.slots = make([]strSlot, n)
 	x.mask = uint64(n - 1)
+	// n slots are at least 2 per key: 8n bits, at least 16 per key.
+	x.filter = make([]uint64, max(n/8, 1))
+	x.fmask = uint64(len(x.filter)*64 - 1)
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -287,13 +304,20 @@ func newStrIndex(m map[string][]int32) *strIndex {
 	slices.Sort(keys) // a deterministic layout
 	for _, k := range keys {
 		h := maphash.String(x.seed, k)
+		b := (h >> 32) & x.fmask
+		x.filter[b>>6] |= 1 << (b & 63)
 		i := h & x.mask
 		for x.slots[i].tn != 0 {
 			i = (i + 1) & x.mask
 		}
 		x.slots[i] = strSlot{hash: h, koff: uint32(len(x.keys)), klen: uint32(len(k)), toff: int32(len(x.targets)), tn: int32(len(m[k]))}
 		x.keys = append(x.keys, k...)
-		x.targets = append(x.targets, m[k]...)
+		// A key with one target holds it: a hit reads one line less.
+		if len(m[k]) == 1 {
+			x.slots[i].toff = m[k][0]
+		} else {
+			x.targets = append(x.targets, m[k]...)
+		}
 	}
 	return x
 }
@@ -301,27 +325,40 @@ func newStrIndex(m map[string][]int32) *strIndex {
 // lookup appends the targets of s.
 func (x *strIndex) lookup(s string, out []int32) []int32 {
 	h := maphash.String(x.seed, s)
+	if !x.maybe(h) {
+		return out
+	}
 	for i := h & x.mask; ; i = (i + 1) & x.mask {
 		e := &x.slots[i]
 		if e.tn == 0 {
 			return out
 		}
 		if e.hash == h && string(x.keys[e.koff:e.koff+e.klen]) == s {
-			return append(out, x.targets[e.toff:e.toff+e.tn]...)
+			return x.appendTargets(e, out)
 		}
 	}
+}
+
+func (x *strIndex) appendTargets(e *strSlot, out []int32) []int32 {
+	if e.tn == 1 {
+		return append(out, e.toff)
+	}
+	return append(out, x.targets[e.toff:e.toff+e.tn]...)
 }
 
 // lookupBytes is lookup for a key held in a buffer.
 func (x *strIndex) lookupBytes(s []byte, out []int32) []int32 {
 	h := maphash.Bytes(x.seed, s)
+	if !x.maybe(h) {
+		return out
+	}
 	for i := h & x.mask; ; i = (i + 1) & x.mask {
 		e := &x.slots[i]
 		if e.tn == 0 {
 			return out
 		}
 		if e.hash == h && string(x.keys[e.koff:e.koff+e.klen]) == string(s) {
-			return append(out, x.targets[e.toff:e.toff+e.tn]...)
+			return x.appendTargets(e, out)
 		}
 	}
 }

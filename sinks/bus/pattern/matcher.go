@@ -93,7 +93,7 @@ type extPID struct {
 // transition with one condition, so a walk down such a chain reads one
 // line per state (the walk of a large rule set is mostly cache misses).
 type state struct {
-	acc, accN int32 // accepts
+	acc, accN int32 // accepts[acc:acc+accN]; the rule itself when accN is 1
 	tr, trN   int32 // trans: the transitions after the inline one
 	pid       int32 // the inline transition's path, -1 if none
 	one       linearCond
@@ -194,8 +194,13 @@ func (m *Matcher) pathID(segs []string) int32 {
 }
 
 func (m *Matcher) freeze(s *state, b *bstate, ids map[*bstate]int32, text *condText) {
-	s.acc, s.accN = int32(len(m.accepts)), int32(len(b.accepts))
-	m.accepts = append(m.accepts, b.accepts...)
+	// A state accepting one rule holds it: no second cache line to read.
+	if s.accN = int32(len(b.accepts)); s.accN == 1 {
+		s.acc = b.accepts[0]
+	} else {
+		s.acc = int32(len(m.accepts))
+		m.accepts = append(m.accepts, b.accepts...)
+	}
 	// Group the outgoing steps by path: one transition per path.
 	type group struct {
 		pid   int32
@@ -436,7 +441,9 @@ type walker struct {
 func (w walker) visit(sid int32, bind []hop) {
 	m, sc := w.m, w.sc
 	s := &m.states[sid]
-	if s.accN > 0 {
+	if s.accN == 1 {
+		sc.found = append(sc.found, s.acc)
+	} else if s.accN > 1 {
 		sc.found = append(sc.found, m.accepts[s.acc:s.acc+s.accN]...)
 	}
 	if s.pid >= 0 {
