@@ -342,6 +342,9 @@ func TestBatchOperations(t *testing.T) {
 // ends in the state the function's flag says.
 func TestSettlePaused(t *testing.T) {
 	e := startEnv(t, nil, envOpts{})
+	// Let the service finish starting (a stop while it creates its queues
+	// fails Run).
+	e.waitState(keyAcme, e.accept(keyAcme, "other", `{}`), tasks.Succeeded)
 	ctx := context.Background()
 	fn := e.svc.fns[fnKey{"acme", "echo"}]
 	fn.paused.Store(true) // as if paused after this task's Create read the flag
