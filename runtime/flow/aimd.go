@@ -32,8 +32,9 @@ const (
 	// kneeWindows is how many windows in a row must be fast for the limit
 	// to grow near where windows last slowed down.
 	kneeWindows = 4
-	// stuckWindows is how many windows in a row may say "over" at the
-	// give-back floor before the references are dropped and learnt again.
+	// stuckWindows is how many mildly slow windows in a row give a slot
+	// back, and how many slow windows in a row at the give-back floor make
+	// the references be learnt again.
 	stuckWindows = 8
 )
 
@@ -82,8 +83,8 @@ type Config struct {
 	// slower than that give slots back one per window, but never below
 	// half of the last limit whose windows were fine: a target that only
 	// got slower (at any limit) loses at most half its limit, and only
-	// until stuckWindows windows at that floor show that the references
-	// are out of date; they are then learnt again.
+	// until a few slow windows at that floor make the limiter learn its
+	// references again.
 	GrowthTolerance float64
 	// Now is the clock (default time.Now); tests inject a fake one. It
 	// measures latencies and decides when a Pause is over. Pauses end by
@@ -180,7 +181,7 @@ type AIMD struct {
 	okLimit int
 	knee    int
 	freeRun int
-	// stuck counts "over" windows in a row at the give-back floor.
+	// stuck counts slow windows in a row.
 	stuck int
 	// epoch is incremented by every cut; slots remember the epoch they were
 	// granted in.
@@ -455,29 +456,29 @@ func (a *AIMD) windowDoneLocked() {
 		return // fixed: nothing to learn
 	}
 	if timed {
-		switch a.queueingLocked(took) {
-		case queueFull:
+		if q := a.queueingLocked(took); q != queueFree {
 			a.step, a.freeRun = 1, 0
 			a.knee = max(a.knee, a.limit)
-			return
-		case queueOver:
-			a.step, a.freeRun = 1, 0
-			a.knee = max(a.knee, a.limit)
-			// Gently, and never below half of the last limit that did not
-			// queue: a target that simply became slower (its calls take
-			// longer at any limit) must not lose its limit. Stuck at that
-			// floor, the references are what is wrong: learn them again.
-			if a.limit > max(a.okLimit/2, a.min) {
+			a.stuck++
+			// Give back one slot per clearly slow window, or per
+			// stuckWindows mildly slow ones in a row: if calls queue, the
+			// windows get faster. Never below half of the last limit that
+			// did not queue: if they stay slow down there, the target got
+			// slower at any limit (or the machine busier), the references
+			// are out of date, and they are learnt again.
+			floor := max(a.okLimit/2, a.min)
+			switch {
+			case a.limit > floor && (q == queueOver || a.stuck >= stuckWindows):
 				a.limit--
 				a.stuck = 0
 				a.recordLimitLocked()
-			} else if a.stuck++; a.stuck >= stuckWindows {
+			case a.limit <= floor && a.stuck >= stuckWindows:
 				a.byLimit = [len(a.byLimit)]band{}
 				a.knee, a.okLimit, a.stuck = 0, a.limit, 0
 			}
 			return
 		}
-		a.okLimit = a.limit
+		a.okLimit, a.stuck = a.limit, 0
 		a.freeRun++
 		if a.knee > 0 && a.limit >= a.knee-1 {
 			// Near where windows last slowed down, one fast window is

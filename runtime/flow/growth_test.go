@@ -173,8 +173,11 @@ func TestGivesBackWhenTheKneeMoves(t *testing.T) {
 	}
 	got := d.l.Limit()
 	t.Logf("limit %d before, %d after the knee moved to 20", before, got)
-	if got < 20 || got > 30 {
-		t.Fatalf("limit %d, want it back in [20, 30] for a knee at 20", got)
+	// It gives slots back down to half of the last fine limit (22), where
+	// it relearns its references from windows that already queue a
+	// little, so it settles somewhat above the new knee.
+	if got < 20 || got > 36 {
+		t.Fatalf("limit %d, want it back in [20, 36] for a knee at 20", got)
 	}
 	d.drain()
 }
