@@ -200,7 +200,17 @@ func (s *Service) handleInvoke(w http.ResponseWriter, r *http.Request, tenant st
 	if fn.paused.Load() {
 		t.State = tasks.Paused
 	}
-	err = s.store.Create(ctx, t)
+	// With an ordered store (bbolt), the publish overlaps the commit of
+	// the task's record: a dispatcher that gets the message before the
+	// commit claims the task in a later transaction, so it finds it; if
+	// the commit fails, it finds no task and drops the message, and the
+	// client is refused.
+	durable := func() error { return nil }
+	if oc, ok := s.store.(tasks.OrderedCreator); ok {
+		durable, err = oc.CreateOrdered(ctx, t)
+	} else {
+		err = s.store.Create(ctx, t)
+	}
 	var de *tasks.DuplicateError
 	switch {
 	case errors.As(err, &de):
@@ -216,7 +226,12 @@ func (s *Service) handleInvoke(w http.ResponseWriter, r *http.Request, tenant st
 		return
 	}
 	s.settlePaused(ctx, fn, t)
-	if _, err := s.publishTask(ctx, t, &pe.event); err != nil {
+	_, perr := s.publishTask(ctx, t, &pe.event)
+	if err := durable(); err != nil {
+		reject(http.StatusServiceUnavailable, CodeUnavailable, "task store: "+err.Error())
+		return
+	}
+	if err := perr; err != nil {
 		s.unpublished(ctx, t, err)
 		if errors.Is(err, queue.ErrTooLarge) {
 			reject(http.StatusRequestEntityTooLarge, CodeTooLarge, "the invocation is too large for the task queue")

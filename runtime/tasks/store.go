@@ -88,6 +88,21 @@ type Store interface {
 	Close() error
 }
 
+// OrderedCreator is implemented by stores whose writes all go through one
+// ordered writer (boltstore): it lets the invoke API overlap the wait for a
+// task's durability with publishing its message.
+type OrderedCreator interface {
+	// CreateOrdered does what Create does, in two steps. It returns, with
+	// Create's errors (a *DuplicateError included, once the duplicate's
+	// record is durable), as soon as t is ordered before every write that
+	// starts after it returns — a Transition of t made then finds it (or,
+	// if t's write is lost, gets ErrNotFound) — but before t is durable. durable then
+	// waits until it is (nil), or returns the storage failure that undid
+	// it: the task does not exist and its key is not held. Call durable
+	// exactly once (the store's Close waits for it).
+	CreateOrdered(ctx context.Context, t *Task) (durable func() error, err error)
+}
+
 // Errors; see Store.
 var (
 	ErrNotFound          = errors.New("tasks: task not found")

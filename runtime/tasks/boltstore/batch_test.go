@@ -87,3 +87,48 @@ func TestGroupCommitReruns(t *testing.T) {
 	}
 	checkFile(t, path)
 }
+
+// TestCreateOrdered: a write made once CreateOrdered returned sees the
+// task, before the caller waited for its durability; durable then reports
+// the commit, and the store keeps both writes.
+func TestCreateOrdered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	s, err := Open(path, tasks.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range 50 {
+		task := &tasks.Task{Tenant: "t", Function: "f", IdempotencyKey: fmt.Sprintf("k%d", i%5)}
+		durable, err := s.CreateOrdered(ctx, task)
+		var dup *tasks.DuplicateError
+		if i >= 5 {
+			if !errors.As(err, &dup) || durable != nil {
+				t.Fatalf("create %d: %v, want a duplicate and no durable", i, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Transition(ctx, "t", task.ID, tasks.Running, nil); err != nil {
+			t.Fatalf("transition right after CreateOrdered: %v", err)
+		}
+		if err := durable(); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, "t", task.ID); err != nil || got.State != tasks.Running {
+			t.Fatalf("stored: %+v, %v", got, err)
+		}
+	}
+	if _, err := s.CreateOrdered(ctx, &tasks.Task{Tenant: "t", Function: "f", ID: "x", DedupWindow: -1}); !errors.Is(err, tasks.ErrInvalid) {
+		t.Fatalf("invalid task: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateOrdered(ctx, &tasks.Task{Tenant: "t", Function: "f"}); !errors.Is(err, tasks.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+	checkFile(t, path)
+}

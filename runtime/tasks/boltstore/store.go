@@ -148,13 +148,37 @@ func (s *Store) now() time.Time { return tasks.Norm(s.opts.Now()) }
 
 // Create implements tasks.Store.
 func (s *Store) Create(ctx context.Context, t *tasks.Task) error {
+	durable, err := s.CreateOrdered(ctx, t)
+	if err != nil {
+		return err
+	}
+	return durable()
+}
+
+var _ tasks.OrderedCreator = (*Store)(nil)
+
+// CreateOrdered implements tasks.OrderedCreator: the task's write is
+// queued to the group-commit writer, and CreateOrdered returns once it ran
+// in a transaction about to commit; every later write (a dispatcher's
+// claim) goes into a later transaction. A duplicate is returned once its
+// record is durable.
+func (s *Store) CreateOrdered(ctx context.Context, t *tasks.Task) (durable func() error, err error) {
 	now := s.now()
 	if err := tasks.Prepare(t, now); err != nil {
-		return err
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Held until durable returned, so that Close waits for the commit.
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, tasks.ErrClosed
 	}
 	var dup *tasks.DuplicateError
 	prepared := t.Clone()
-	err := s.do(ctx, true, func(tx *bolt.Tx) error {
+	wait, err := s.w.stage(ctx, func(tx *bolt.Tx) error {
 		// Batched writes may run this more than once: start afresh.
 		*t, dup = *prepared.Clone(), nil
 		tb, err := tenantBucket(tx, t.Tenant, true)
@@ -188,12 +212,23 @@ func (s *Store) Create(ctx context.Context, t *tasks.Task) error {
 		return put(tb, nil, t)
 	})
 	if err != nil {
-		return fmt.Errorf("boltstore: create: %w", err)
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("boltstore: create: %w", err)
+	}
+	durable = func() error {
+		defer s.mu.RUnlock()
+		if err := wait(); err != nil {
+			return fmt.Errorf("boltstore: create: %w", err)
+		}
+		return nil
 	}
 	if dup != nil {
-		return dup
+		if err := durable(); err != nil {
+			return nil, err
+		}
+		return nil, dup
 	}
-	return nil
+	return durable, nil
 }
 
 // Get implements tasks.Store.

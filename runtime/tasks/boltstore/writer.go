@@ -40,6 +40,10 @@ type writer struct {
 type writeReq struct {
 	fn  func(*bolt.Tx) error
 	err chan<- error // buffered (1): the writer never blocks answering
+	// ran, if not nil, is closed once fn ran for good: every function of
+	// its transaction succeeded (none will run again) and the
+	// transaction is about to commit. Only stage sets it.
+	ran chan struct{}
 }
 
 func startWriter(db *bolt.DB) *writer {
@@ -60,6 +64,31 @@ func (w *writer) write(ctx context.Context, fn func(*bolt.Tx) error) error {
 		return ctx.Err()
 	}
 	return <-errc
+}
+
+// stage queues fn like write but returns as soon as fn ran for good in a
+// transaction about to commit, before the commit's fsync: any write queued
+// after stage returned runs in a later transaction, so it sees fn's
+// effects, or fails with them if the commit fails. wait returns the
+// commit's outcome and must be called once. If fn fails, stage returns its
+// error (wait is nil).
+func (w *writer) stage(ctx context.Context, fn func(*bolt.Tx) error) (wait func() error, err error) {
+	errc, ran := make(chan error, 1), make(chan struct{})
+	select {
+	case w.reqs <- writeReq{fn: fn, err: errc, ran: ran}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-ran:
+		return func() error { return <-errc }, nil
+	case err := <-errc:
+		// fn failed, or (ran is closed too) the commit already ended.
+		if err != nil {
+			return nil, err
+		}
+		return func() error { return nil }, nil
+	}
 }
 
 // close stops the goroutine and waits for it. The caller guarantees no
@@ -102,6 +131,11 @@ func (w *writer) commit(batch []writeReq) {
 				if ferr = r.fn(tx); ferr != nil {
 					failed = i
 					return ferr
+				}
+			}
+			for _, r := range batch {
+				if r.ran != nil {
+					close(r.ran)
 				}
 			}
 			return nil
