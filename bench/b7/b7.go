@@ -94,16 +94,21 @@ type run struct {
 	Sluice     contender `json:"sluice"`
 }
 
-// bench is what every measurement of a B7 invocation shares.
+// bench is what every measurement of a B7 invocation shares. It is used
+// by the scenario's goroutine only.
 type bench struct {
 	env *harness.Env
 	k   knobs
 	ev  kafkaload.Events
 	fn  *procs.Function
-	// brokerPID is the measured broker's process (0: not found).
+	// brokerPID is the measured broker's process (0: not found), looked
+	// up again at the start of every run.
 	brokerPID int
 }
 
+// runB7 starts the function and measures each broker in turn. When a
+// broker fails, the report still holds the brokers (and runs) measured
+// before it, beside the error.
 func runB7(ctx context.Context, env *harness.Env, k knobs) (*harness.Report, error) {
 	brokers := splitList(k.brokers)
 	for _, b := range brokers {
