@@ -115,6 +115,7 @@ type session struct {
 	tag        string               // current consumer; "" while paused
 	deliveries <-chan amqp.Delivery // current consumer's; nil while paused
 	backlog    []pending            // delivered to cancelled consumers, not handed over yet
+	acks       *ackBatcher          // the channel's acknowledgements
 	dead       chan struct{}        // closed by watch; the Revoked channel of its messages
 	cause      error                // why it died; written before dead is closed
 	watchDone  chan struct{}
@@ -160,10 +161,12 @@ func (ss *session) isDead() bool {
 }
 
 // close closes the connection (and so the channel: the broker requeues
-// every unacknowledged message) and waits for the watcher.
+// every unacknowledged message, including done ones not sent yet) and waits
+// for the watcher and the ack batcher's goroutine.
 func (ss *session) close() {
 	_ = ss.conn.CloseDeadline(time.Now().Add(closeTimeout))
 	<-ss.watchDone
+	ss.acks.close()
 }
 
 // New validates spec and returns an unconnected Source. opts.Window is the
@@ -318,7 +321,7 @@ func (s *Source) setup(ctx context.Context) (*session, error) {
 	if err != nil {
 		_ = conn.CloseDeadline(time.Now().Add(closeTimeout))
 		if sess != nil {
-			<-sess.watchDone
+			sess.close()
 		}
 		return nil, err
 	}
@@ -341,11 +344,13 @@ func (s *Source) open(conn *amqp.Connection) (*session, error) {
 		gen:       gen,
 		conn:      conn,
 		ch:        ch,
+		acks:      newAckBatcher(ch, s.set.ackLinger),
 		dead:      make(chan struct{}),
 		watchDone: make(chan struct{}),
 	}
 	// Registered first, so that a failure of any call below is seen.
 	go sess.watch(conn.NotifyClose(make(chan *amqp.Error, 1)), ch.NotifyClose(make(chan *amqp.Error, 1)))
+	go sess.acks.run()
 	if err := declare(ch, s.spec); err != nil {
 		return sess, err
 	}
@@ -586,6 +591,11 @@ func (s *Source) followCredit(sess *session) error {
 		return nil // the same, or higher by at most a quarter
 	}
 	if cur > 0 {
+		// The broker's unacknowledged count is what the replacement's
+		// bookkeeping bounds: leave no finished message in it.
+		if err := sess.acks.flush(0, false); err != nil {
+			return fmt.Errorf("ack before changing the prefetch: %w", err)
+		}
 		if err := sess.ch.Cancel(sess.tag, false); err != nil {
 			return fmt.Errorf("basic.cancel to change the prefetch: %w", err)
 		}
@@ -657,7 +667,7 @@ func (s *Source) handOver(ctx context.Context, sess *session, d *amqp.Delivery, 
 		return false
 	}
 	msg := s.mapper.message(d, sess.dead, time.Now())
-	ack := s.ackFunc(sess, epoch, d.Acknowledger, d.DeliveryTag)
+	ack := s.ackFunc(sess, epoch, d.DeliveryTag)
 	s.mu.Lock()
 	s.outstanding++
 	sess.handed++
@@ -679,11 +689,15 @@ func (s *Source) handOver(ctx context.Context, sess *session, d *amqp.Delivery, 
 	return false
 }
 
-// ackFunc returns the AckFunc of one delivery: basic.ack for nil, and for
-// an error basic.nack with requeue (onNack: requeue) or without
-// (dead-letter). It acknowledges only on the delivery's own channel: once
-// that session is dead it refuses (wrapping connectors.ErrRevoked).
-func (s *Source) ackFunc(sess *session, epoch int, ackr amqp.Acknowledger, tag uint64) connectors.AckFunc {
+// ackFunc returns the AckFunc of one delivery. For nil it marks the tag
+// done in the session's ack batcher and returns: the basic.ack (usually a
+// multiple one covering it) follows within the batcher's linger, at once
+// when a batch is due (written by this call, whose error it then returns),
+// and at the latest before Close closes the channel. For an error it sends
+// basic.nack with requeue (onNack: requeue) or without (dead-letter) at
+// once, individually. It acknowledges only on the delivery's own channel:
+// once that session is dead it refuses (wrapping connectors.ErrRevoked).
+func (s *Source) ackFunc(sess *session, epoch int, tag uint64) connectors.AckFunc {
 	var called atomic.Bool
 	return func(_ context.Context, err error) error {
 		if called.Swap(true) {
@@ -691,26 +705,42 @@ func (s *Source) ackFunc(sess *session, epoch int, ackr amqp.Acknowledger, tag u
 		}
 		defer s.settle(sess, epoch)
 		s.mu.Lock()
-		closed := s.closed
-		s.mu.Unlock()
-		if closed {
+		if s.closed {
+			s.mu.Unlock()
 			return fmt.Errorf("rabbitmq source: ack after Close: %w", connectors.ErrClosed)
 		}
 		if sess.isDead() {
+			s.mu.Unlock()
 			return fmt.Errorf("rabbitmq source: delivery %d of session %d: %w: its channel closed (%v); the broker redelivers the message",
 				tag, sess.gen, connectors.ErrRevoked, sess.cause)
 		}
-		var aerr error
 		if err == nil {
-			aerr = ackr.Ack(tag, false)
-		} else {
-			aerr = ackr.Nack(tag, false, s.requeue)
+			// Marked under s.mu, so that Close (which marks the source
+			// closed under s.mu, then flushes) sends it.
+			batch := s.ackBatchLocked()
+			due := sess.acks.mark(tag, batch)
+			s.mu.Unlock()
+			if due {
+				if ferr := sess.acks.flush(batch, false); ferr != nil {
+					return fmt.Errorf("rabbitmq source: ack of delivery %d: %w", tag, ferr)
+				}
+			}
+			return nil
 		}
-		if aerr != nil {
-			return fmt.Errorf("rabbitmq source: ack of delivery %d: %w", tag, aerr)
+		s.mu.Unlock()
+		if nerr := sess.ch.Nack(tag, false, s.requeue); nerr != nil {
+			return fmt.Errorf("rabbitmq source: nack of delivery %d: %w", tag, nerr)
 		}
+		sess.acks.settled(tag)
 		return nil
 	}
+}
+
+// ackBatchLocked is how many done tags make a flush due: the configured
+// batch, at most a quarter of the read-ahead (the broker counts done tags
+// not sent yet against the prefetch). The caller holds s.mu.
+func (s *Source) ackBatchLocked() int {
+	return max(1, min(s.set.ackBatch, s.targetLocked()/4))
 }
 
 // settle counts one handed-over delivery of sess's consumer epoch as
@@ -796,6 +826,11 @@ func (s *Source) Close(ctx context.Context) error {
 		}
 		left := s.markClosed()
 		if sess != nil {
+			if !sess.isDead() {
+				if err := sess.acks.flush(0, false); err != nil {
+					s.logger.Warn("rabbitmq acks before close failed; the broker redelivers those messages", "err", err)
+				}
+			}
 			sess.close()
 		}
 		s.set.connected(false)
@@ -868,6 +903,8 @@ type Option func(*settings)
 type settings struct {
 	backoffInitial time.Duration
 	backoffMax     time.Duration
+	ackBatch       int
+	ackLinger      time.Duration
 	recorder       Recorder
 }
 
@@ -890,7 +927,25 @@ func (s settings) connected(ok bool) {
 }
 
 func defaultSettings() settings {
-	return settings{backoffInitial: 250 * time.Millisecond, backoffMax: 10 * time.Second}
+	return settings{
+		backoffInitial: 250 * time.Millisecond, backoffMax: 10 * time.Second,
+		ackBatch: DefaultAckBatch, ackLinger: DefaultAckLinger,
+	}
+}
+
+// WithAckCoalescing sets how acknowledgements are coalesced (default
+// DefaultAckBatch, DefaultAckLinger): a flush is due once batch messages
+// are done (at most a quarter of the prefetch), or linger after the first
+// one; batch 1 sends every ack at once. Values ≤ 0 keep the default.
+func WithAckCoalescing(batch int, linger time.Duration) Option {
+	return func(s *settings) {
+		if batch > 0 {
+			s.ackBatch = batch
+		}
+		if linger > 0 {
+			s.ackLinger = linger
+		}
+	}
 }
 
 // WithReconnectBackoff sets the first and the largest delay between

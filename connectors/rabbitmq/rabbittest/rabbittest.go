@@ -6,6 +6,7 @@ package rabbittest
 import (
 	"context"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -209,4 +210,30 @@ func KillConnections(t testing.TB, marker string) int {
 		n++
 	}
 	return n
+}
+
+// Unacked returns how many of queue's messages the broker has delivered
+// and not had acknowledged (rabbitmqctl list_queues
+// messages_unacknowledged), on the default vhost.
+func Unacked(t testing.TB, queue string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "rabbitmqctl", "-q", "list_queues", "name", "messages_unacknowledged").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbittest: rabbitmqctl list_queues: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		name, n, ok := strings.Cut(strings.TrimSpace(line), "\t")
+		if !ok || name != queue {
+			continue
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(n))
+		if err != nil {
+			t.Fatalf("rabbittest: list_queues line %q: %v", line, err)
+		}
+		return v
+	}
+	t.Fatalf("rabbittest: queue %s not listed by rabbitmqctl", queue)
+	return 0
 }
