@@ -41,7 +41,8 @@ type heldMsg struct {
 //   - the broker never has more than twice the larger of the current and
 //     the previous credit delivered and unacknowledged (published - acked -
 //     ready);
-//   - nothing is lost or acknowledged twice, and the queue ends empty.
+//   - nothing is lost, nothing is acknowledged twice but what the kill
+//     redelivered, and the queue ends empty.
 func TestCreditFollowsWhileConsuming(t *testing.T) {
 	url := testenv.RabbitURL(t)
 	q := testenv.UniqueName(t, "credit")
@@ -137,10 +138,19 @@ func TestCreditFollowsWhileConsuming(t *testing.T) {
 		}
 		held = append(held, heldMsg{msg, ack})
 	}
+	// An ack written to the dead channel's batcher but not yet sent when
+	// the connection died is redelivered (at-least-once): bounded by the
+	// credit at the kill.
+	twice := 0
 	for _, e := range evs {
-		if n := acked[e.ID()]; n != 1 {
-			t.Errorf("%s acknowledged %d times, want 1", e.ID(), n)
+		n := acked[e.ID()]
+		if n < 1 {
+			t.Errorf("%s never acknowledged", e.ID())
 		}
+		twice += max(n-1, 0)
+	}
+	if twice > credits[3] {
+		t.Errorf("%d messages acknowledged again after the kill, more than the credit %d", twice, credits[3])
 	}
 	if !killed {
 		t.Fatal("the connection was never killed")
