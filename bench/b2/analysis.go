@@ -119,8 +119,9 @@ func meanLimit(ps []point, from, to time.Duration) float64 {
 }
 
 // reconvergeWindow is how long the limit is averaged over to judge
-// convergence: the AIMD limit is a sawtooth (it grows past K, is cut by
-// ×0.7, grows again), so single samples swing by ±15 % around its mean.
+// convergence: the AIMD limit is a sawtooth (it probes K+1, is cut to
+// about 0.9·K, grows back; cut by Backoff while an overload persists), so
+// single samples swing around its mean.
 const reconvergeWindow = time.Second
 
 // reconverge is the time from the i-th capacity change until the limit's
