@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,18 +26,16 @@ import (
 // and whose extensions are strings, booleans, integers or binary. It
 // differs only where WriteJson writes invalid JSON: text data or strings
 // that are not valid UTF-8 (data goes out as data_base64, strings with
-// U+FFFD for each bad run, as strings.ToValidUTF8 does) and empty data declared
-// as JSON (left out). Other spec versions and other extension types
-// (URI, URI-reference, timestamp) go through event.WriteJson.
+// U+FFFD for each bad run, as strings.ToValidUTF8 does) and empty data
+// declared as JSON (left out). Other spec versions and other extension
+// types (URI, URI-reference, timestamp) go through event.WriteJson.
 //
-// An encoder is used by one goroutine at a time; it keeps the source URL
-// it formatted last, since the events of a batch mostly share one.
+// An encoder is used by one goroutine at a time; it keeps the source it
+// formatted last, since the events of a batch mostly share one.
 type jsonEncoder struct {
 	buf     []byte
 	names   []string // scratch: extension names, sorted
-	lastSrc url.URL
-	srcStr  string
-	hasSrc  bool
+	sources sourceCache
 }
 
 // encode appends e's JSON. Missing required attributes wrap ErrInvalidEvent.
@@ -47,7 +44,7 @@ func (w *jsonEncoder) encode(e *cloudevents.Event) error {
 	if !ok || !w.extensionNames(ec.Extensions) {
 		return w.encodeSDK(e)
 	}
-	src := w.source(&ec.Source.URL)
+	src := w.sources.format(&ec.Source.URL)
 	if ec.ID == "" || ec.Type == "" || src == "" {
 		return fmt.Errorf("%w: id, source and type are required (id %q)", ErrInvalidEvent, ec.ID)
 	}
@@ -92,15 +89,6 @@ func (w *jsonEncoder) encode(e *cloudevents.Event) error {
 	}
 	w.buf = append(b, '}')
 	return nil
-}
-
-// source formats the source URI-reference, reusing the last result when
-// the URL is the same.
-func (w *jsonEncoder) source(u *url.URL) string {
-	if !w.hasSrc || *u != w.lastSrc {
-		w.lastSrc, w.srcStr, w.hasSrc = *u, u.String(), true
-	}
-	return w.srcStr
 }
 
 // encodeSDK appends e as written by sdk-go, which assumes a valid event:
