@@ -15,6 +15,13 @@ const (
 	DefaultAckLinger = 2 * time.Millisecond
 )
 
+// staleLingers is how many linger flushes a done tag behind a gap waits
+// before it is acked on its own: long enough that the oldest call in
+// flight usually finishes first (then one multiple ack covers them all),
+// short enough that a stuck message does not keep the others' acks for
+// long.
+const staleLingers = 25
+
 // ackBatcher coalesces the acknowledgements of one channel. Every delivery
 // tag on a channel is one of this source's deliveries, numbered 1, 2, … in
 // delivery order, so a tag that is neither done nor settled is still
@@ -24,7 +31,7 @@ const (
 // basic.ack(T, multiple=true) for the highest done tag T such that every tag
 // ≤ T is done or settled, and the done tags behind a gap (an earlier tag
 // still processing) individually, basic.ack(tag, multiple=false), once
-// there are a batch of them or they have waited a whole linger: a slow
+// there are a batch of them or they have waited staleLingers lingers: a slow
 // message never holds the others' acks for long, so the broker's prefetch
 // is not used up by messages the engine has finished. Nacks are sent at
 // once by the AckFunc, individually, and only then marked settled: a later
@@ -87,8 +94,8 @@ func (b *ackBatcher) settled(tag uint64) {
 }
 
 // flush sends the acks that are due. Done tags behind a gap are sent
-// individually when there are at least batch of them, when they were
-// already waiting at the previous linger flush (lingered), or when all is
+// individually when there are at least batch of them, when a linger flush
+// (lingered) finds them waiting for staleLingers rounds, or when all is
 // set (Close, a consumer replacement: batch 0). It returns the first frame
 // error.
 func (b *ackBatcher) flush(batch int, lingered bool) error {
@@ -117,7 +124,7 @@ func (b *ackBatcher) flush(batch int, lingered bool) error {
 	var single []uint64
 	if len(b.done) >= batch || lingered {
 		for tag, marked := range b.done {
-			if len(b.done) >= batch || marked < round {
+			if len(b.done) >= batch || (lingered && round-marked >= staleLingers) {
 				single = append(single, tag)
 			}
 		}

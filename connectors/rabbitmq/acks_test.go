@@ -58,8 +58,9 @@ func (r *recorder) take() []frame {
 //     contiguous prefix is one multiple ack of its highest done tag;
 //   - a nacked tag in the middle is settled, and the multiple ack that
 //     passes it is of a tag still unacknowledged on the broker;
-//   - done tags behind a gap are sent individually at the second linger
-//     flush after they were marked, or once a batch of them waits;
+//   - done tags behind a gap are sent individually at the linger flush
+//     staleLingers rounds after they were marked, or once a batch of them
+//     waits;
 //   - no tag is ever acknowledged twice.
 func TestAckBatcherFrames(t *testing.T) {
 	rec := &recorder{}
@@ -108,12 +109,17 @@ func TestAckBatcherFrames(t *testing.T) {
 	// 5 is settled; the multiple ack is of 7, still unacknowledged.
 	expect("prefix 4..7 past the nack", frame{"ack", 7, true})
 
-	// 8 stuck: 9 and 10 wait two linger flushes, then go individually.
+	// 8 stuck: 9 and 10 wait staleLingers linger flushes, then go
+	// individually.
 	markAll(9, 10)
-	for range 2 {
+	for range staleLingers {
 		if err := b.flush(batch, true); err != nil {
 			t.Fatal(err)
 		}
+	}
+	expect("tags behind a gap, not stale yet")
+	if err := b.flush(batch, true); err != nil {
+		t.Fatal(err)
 	}
 	expect("stale tags behind a gap", frame{"ack", 9, false}, frame{"ack", 10, false})
 	// A batch behind the gap goes at once, individually.

@@ -737,10 +737,12 @@ func (s *Source) ackFunc(sess *session, epoch int, tag uint64) connectors.AckFun
 }
 
 // ackBatchLocked is how many done tags make a flush due: the configured
-// batch, at most a quarter of the read-ahead (the broker counts done tags
-// not sent yet against the prefetch). The caller holds s.mu.
+// batch, at most half the read-ahead. The broker counts done tags not sent
+// yet against the prefetch; the engine's credit is about twice its
+// concurrency, so half of it still keeps every call slot fed. The caller
+// holds s.mu.
 func (s *Source) ackBatchLocked() int {
-	return max(1, min(s.set.ackBatch, s.targetLocked()/4))
+	return max(1, min(s.set.ackBatch, s.targetLocked()/2))
 }
 
 // settle counts one handed-over delivery of sess's consumer epoch as
@@ -935,7 +937,7 @@ func defaultSettings() settings {
 
 // WithAckCoalescing sets how acknowledgements are coalesced (default
 // DefaultAckBatch, DefaultAckLinger): a flush is due once batch messages
-// are done (at most a quarter of the prefetch), or linger after the first
+// are done (at most half the prefetch), or linger after the first
 // one; batch 1 sends every ack at once. Values ≤ 0 keep the default.
 func WithAckCoalescing(batch int, linger time.Duration) Option {
 	return func(s *settings) {
