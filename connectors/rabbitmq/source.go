@@ -51,8 +51,9 @@ var ErrAckedTwice = errors.New("rabbitmq source: message already acknowledged")
 // consumer) and starts the supervisor goroutine, which hands deliveries to
 // Read, re-subscribes when the credit calls for another prefetch and, when
 // the session is lost, reconnects with backoff. Each session has a watcher
-// goroutine that notices the channel or connection closing. Close stops and
-// waits for all of them. Concurrency follows connectors.Source; Health and
+// goroutine that notices the channel or connection closing, and an ack
+// batcher goroutine that sends coalesced acks after a linger (acks.go).
+// Close stops and waits for all of them. Concurrency follows connectors.Source; Health and
 // SetCredit may be called at any time.
 type Source struct {
 	spec    pipelines.RabbitMQSource
