@@ -122,7 +122,9 @@ type Config struct {
 //     target, on a saturated CPU, in the pipeline feeding the limiter) and
 //     more of them in flight would add latency, not throughput. Windows
 //     far slower (overFactor of the tolerance's margin) give one slot back
-//     per window. Near the highest limit whose windows slowed down (the
+//     per window, stuckWindows mildly slow ones in a row give one back,
+//     down to half of the last good limit at most (see GrowthTolerance).
+//     Near the highest limit whose windows slowed down (the
 //     knee), growth needs kneeWindows fast windows in a row, so that noise
 //     does not ratchet the limit past it. Without this a target that
 //     queues instead of refusing drives the limit to Max.
