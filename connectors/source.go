@@ -121,10 +121,10 @@ type Options struct {
 // messages it should hold read but not yet acknowledged (handed to Read and
 // not acked, plus whatever it has fetched from the broker for later
 // Reads). The engine derives it from the function's AIMD concurrency limit
-// (about twice the limit's worth of events) and calls SetCredit once when
-// the pipeline starts running and then whenever that value changes, from
-// one goroutine at a time, concurrently with Read, AckFuncs and Close
-// (after Close it has no effect). n < 1 counts as 1. Options.Window keeps
+// (about twice the limit's worth of events) and calls SetCredit once before
+// Connect, so that the first fetch or prefetch is already sized, and then
+// whenever that value changes, from one goroutine at a time, concurrently
+// with Read, AckFuncs and Close (after Close it has no effect). n < 1 counts as 1. Options.Window keeps
 // bounding each lane: the effective read-ahead of a lane is the smaller of
 // its Window and its share of n (at least one message per lane, so a
 // source owning more lanes than n may hold one per lane).

@@ -288,6 +288,12 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		}
 	}()
 	p.setState(StateConnecting, nil)
+	// The source learns its credit before it connects, so that its first
+	// fetch or prefetch is already sized to it.
+	credit := p.creditFor(p.limiter.Limit())
+	if cf, ok := p.src.(connectors.CreditFollower); ok {
+		cf.SetCredit(credit)
+	}
 	if err := p.src.Connect(ctx); err != nil {
 		p.shutdownResources()
 		if ctx.Err() != nil {
@@ -321,7 +327,7 @@ func (p *Pipeline) Run(ctx context.Context) (err error) {
 		pool.grow(p.creditFor(p.limiter.Limit()))
 	}
 	creditDone := make(chan struct{})
-	go func() { defer close(creditDone); p.followLimit(readCtx, pool) }()
+	go func() { defer close(creditDone); p.followLimit(readCtx, pool, credit) }()
 
 	var runErr error
 	select {
@@ -386,10 +392,9 @@ func (p *Pipeline) waitIdle(d time.Duration) bool {
 
 // followLimit keeps the read-ahead credit at about twice the AIMD limit,
 // and the worker pool (nil in batch mode) as large as the credit.
-func (p *Pipeline) followLimit(ctx context.Context, pool *workerPool) {
+func (p *Pipeline) followLimit(ctx context.Context, pool *workerPool, last int) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
-	last := 0
 	for {
 		select {
 		case <-ctx.Done():
