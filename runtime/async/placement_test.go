@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,8 +41,17 @@ spec:
 // task runs once.
 func TestPromotionAndReclaim(t *testing.T) {
 	fn := newFnServer(t)
+	// Once noisy is promoted its calls wait at the gate until the test has
+	// seen the backlog in the dedicated queue: otherwise a slow Move on a
+	// loaded machine races with the dedicated reader draining it.
+	gate, gated := make(chan struct{}), atomic.Bool{}
+	var openGate sync.Once
+	t.Cleanup(func() { openGate.Do(func() { close(gate) }) })
 	fn.setHandler(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/noisy" {
+			if gated.Load() {
+				<-gate
+			}
 			time.Sleep(100 * time.Millisecond)
 		}
 		answer(w, r, nil)
@@ -82,9 +93,11 @@ func TestPromotionAndReclaim(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	gated.Store(true)
 	// Its backlog follows it: far more than the shared reader's window
 	// (what the reader holds stays and finishes there).
 	eventually(t, "the backlog to move", func() bool { return e.depth(dedicated) >= 20 && e.depth("t.acme") <= 10 })
+	openGate.Do(func() { close(gate) })
 	for _, id := range ids {
 		e.waitState(keyAcme, id, tasks.Succeeded)
 		if n := fn.callsOf(id); n != 1 {
