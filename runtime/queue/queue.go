@@ -117,7 +117,20 @@ var (
 	ErrQueueDeleted = errors.New("queue deleted while reading")
 	// ErrNotEmpty: DeleteQueue refused because messages are stored.
 	ErrNotEmpty = errors.New("queue not empty")
+	// ErrUnsupported: the implementation cannot do this at all (Move on
+	// Kafka, whose topics cannot give up single records); retrying is
+	// pointless. See CanMove.
+	ErrUnsupported = errors.New("not supported by this queue")
 )
+
+// CanMove reports whether q supports Move. An implementation whose Move
+// always fails with ErrUnsupported says so with a CanMove() bool method
+// returning false, so that callers (the async service's placement) can
+// avoid depending on Move instead of failing at it.
+func CanMove(q Queue) bool {
+	m, ok := q.(interface{ CanMove() bool })
+	return !ok || m.CanMove()
+}
 
 // ErrTerminate, wrapped in the error passed to a Source's AckFunc, removes
 // the message for good instead of making it available again (for a task that
