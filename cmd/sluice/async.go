@@ -7,8 +7,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/runtime/async"
 	"github.com/sluicehq/sluice/runtime/engine"
 	"github.com/sluicehq/sluice/runtime/queue"
+	"github.com/sluicehq/sluice/runtime/queue/kafkaq"
 	"github.com/sluicehq/sluice/runtime/tasks"
 	"github.com/sluicehq/sluice/runtime/tasks/boltstore"
 	"github.com/sluicehq/sluice/runtime/tasks/pgstore"
@@ -43,7 +46,7 @@ func (f *asyncFlags) register(c *cobra.Command) {
 	fs.StringVar(&f.dataDir, "data-dir", "./.sluice-data", "directory of the embedded task queue and task store (Function documents)")
 	fs.StringVar(&f.taskStore, "task-store", "", "task store: empty for the embedded store in --data-dir, or a postgres:// URL shared by several instances")
 	fs.StringVar(&f.taskSchema, "task-store-schema", "", "PostgreSQL schema of the task store (default: the connection's search_path)")
-	fs.StringVar(&f.queueURL, "queue", "", "task queue: empty for the embedded NATS JetStream in --data-dir, or nats://host:port of a NATS cluster shared by several instances")
+	fs.StringVar(&f.queueURL, "queue", "", "task queue: empty for the embedded NATS JetStream in --data-dir, nats://host:port of a NATS cluster, or kafka://host:port[,host:port][?prefix=P&partitions=N] of a Kafka cluster, shared by several instances")
 	fs.StringVar(&f.apiAddr, "api-addr", "", "listen address of the invoke, task and bus APIs (default: served on --admin-addr; the bus API is served there too)")
 	fs.StringVar(&f.instance, "instance", "", "this instance's name, stable across restarts (default: generated once and kept in --data-dir)")
 	fs.IntVar(&f.workers, "workers", 256, "tasks in progress at once across all tenants, divided among them by weight")
@@ -101,9 +104,15 @@ func startAsync(ctx context.Context, cfg *pipelines.Config, f asyncFlags, deps e
 		return nil, fmt.Errorf("--task-store: %w", err)
 	}
 	qcfg := queue.Config{AckWait: f.queueAckWait}
-	if f.queueURL == "" {
+	switch {
+	case f.queueURL == "":
 		a.q, err = queue.OpenEmbedded(ctx, queue.EmbeddedConfig{Config: qcfg, DataDir: filepath.Join(f.dataDir, "queue"), SyncAlways: f.syncAlways}, log)
-	} else {
+	case strings.HasPrefix(f.queueURL, "kafka://"):
+		var kcfg kafkaq.Config
+		if kcfg, err = parseKafkaQueueURL(f.queueURL); err == nil {
+			a.q, err = kafkaq.Open(ctx, kcfg, log)
+		}
+	default:
 		a.q, err = queue.OpenNATS(ctx, f.queueURL, qcfg, log)
 	}
 	if err != nil {
@@ -129,6 +138,9 @@ func startAsync(ctx context.Context, cfg *pipelines.Config, f asyncFlags, deps e
 	}
 	if f.queueURL != "" {
 		q = "nats"
+	}
+	if strings.HasPrefix(f.queueURL, "kafka://") {
+		q = "kafka"
 	}
 	log.Info("async service started", "functions", len(cfg.Functions), "tenants", len(cfg.Tenants),
 		"instance", instance, "data_dir", f.dataDir, "task_store", store, "queue", q)
@@ -198,4 +210,39 @@ func instanceID(dir string) (string, error) {
 		return "", fmt.Errorf("instance id: %w", err)
 	}
 	return id, nil
+}
+
+// parseKafkaQueueURL reads --queue kafka://host:port[,host:port][?prefix=P&partitions=N]
+// (docs/queues.md, "Kafka").
+func parseKafkaQueueURL(raw string) (kafkaq.Config, error) {
+	rest := strings.TrimPrefix(raw, "kafka://")
+	hosts, query, _ := strings.Cut(rest, "?")
+	var cfg kafkaq.Config
+	for _, h := range strings.Split(hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			cfg.Brokers = append(cfg.Brokers, h)
+		}
+	}
+	if len(cfg.Brokers) == 0 {
+		return cfg, fmt.Errorf("%q: no broker", raw)
+	}
+	params, err := url.ParseQuery(query)
+	if err != nil {
+		return cfg, fmt.Errorf("%q: %w", raw, err)
+	}
+	for k, v := range params {
+		switch k {
+		case "prefix":
+			cfg.Prefix = v[0]
+		case "partitions":
+			n, err := strconv.ParseInt(v[0], 10, 32)
+			if err != nil || n <= 0 {
+				return cfg, fmt.Errorf("%q: partitions %q: want a positive integer", raw, v[0])
+			}
+			cfg.Partitions = int32(n)
+		default:
+			return cfg, fmt.Errorf("%q: unknown parameter %q (want prefix or partitions)", raw, k)
+		}
+	}
+	return cfg, nil
 }

@@ -238,7 +238,15 @@ func (s *Service) run(ctx context.Context) error {
 		return err
 	}
 	var loops sync.WaitGroup
-	for _, loop := range []func(context.Context){s.placementLoop, s.reconcileLoop, s.statesLoop, s.pauseLoop} {
+	background := []func(context.Context){s.reconcileLoop, s.statesLoop, s.pauseLoop}
+	if queue.CanMove(s.q) {
+		background = append(background, s.placementLoop)
+	} else {
+		// Promotion would leave a function's backlog behind and a reclaimed
+		// queue could never be emptied into the shared one.
+		s.log.Info("queue placement disabled: the task queue cannot move messages between queues (Kafka)")
+	}
+	for _, loop := range background {
 		loops.Add(1)
 		go func() { defer loops.Done(); loop(ctx) }()
 	}

@@ -26,8 +26,10 @@ import (
 
 func TestMain(m *testing.M) {
 	// The RocketMQ client (linked in through the engine's components)
-	// starts a cache janitor when its package is initialised.
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/patrickmn/go-cache.(*janitor).Run"))
+	// starts a cache janitor when its package is initialised; sarama's
+	// go-metrics starts a ticker with its first client (the Kafka queue).
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/patrickmn/go-cache.(*janitor).Run"),
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
 }
 
 // Generous bounds that only stop hung tests; no assertion depends on speed.

@@ -155,3 +155,13 @@ func (e *retryAfterError) Error() string {
 }
 
 func (e *retryAfterError) Unwrap() error { return e.err }
+
+// RetryDelay returns the delay a RetryAfter in err's chain asks for, for
+// implementations outside this package.
+func RetryDelay(err error) (time.Duration, bool) {
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		return ra.d, true
+	}
+	return 0, false
+}

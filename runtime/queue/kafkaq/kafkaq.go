@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/sluicehq/sluice/connectors"
 	"github.com/sluicehq/sluice/connectors/kafka"
@@ -368,12 +369,15 @@ func (q *Queue) Move(_ context.Context, from, to string, _ queue.Filter) (int, e
 // Lanes are its partitions ("<topic>/<partition>"); a message's
 // Coordinates carry the queue name as Topic and the msgID as ID.
 //
-// Acknowledgements follow the Kafka source: nil commits the record once
-// every earlier record of its partition is settled; any error (also
-// queue.RetryAfter and queue.ErrTerminate) leaves the partition's
-// committed position before it, so it is delivered again — with the
-// records after it — only when its partition is next assigned (the reader
-// restarts, or a rebalance). There is no per-message redelivery delay.
+// Acknowledgements: nil and queue.ErrTerminate commit the record (once
+// every earlier record of its partition is settled: commits are
+// contiguous). queue.RetryAfter(err, d) re-publishes the message to the
+// queue's tail after d and then commits the original, so a paused task
+// comes back like on JetStream (the partition's commits wait for it
+// meanwhile). Any other error leaves the record uncommitted: it is
+// delivered again, with the records after it, when its partition is next
+// assigned (the reader restarts, or a rebalance) — what the engine wants
+// for messages it gives back while stopping.
 func (q *Queue) Source(name string, opts connectors.Options) connectors.Source {
 	if !queue.ValidName(name) {
 		return errSource{fmt.Errorf("%w: %q", queue.ErrInvalidName, name)}
@@ -386,7 +390,7 @@ func (q *Queue) Source(name string, opts connectors.Options) connectors.Source {
 	if err != nil {
 		return errSource{fmt.Errorf("queue %s: %w", name, err)}
 	}
-	return &source{Source: src, queue: name}
+	return &source{Source: src, q: q, queue: name, stop: make(chan struct{})}
 }
 
 // Close implements queue.Queue.
@@ -409,11 +413,35 @@ func (q *Queue) Close(context.Context) error {
 	return nil
 }
 
-// source adapts the Kafka source's messages to the queue's: Connect,
-// Close, Health and SetCredit are the Kafka source's.
+// source adapts the Kafka source's messages to the queue's and gives
+// queue.RetryAfter its meaning (see Queue.Source). Health and SetCredit are
+// the Kafka source's.
+//
+// Ownership: each message acknowledged with a RetryAfter gets one goroutine
+// that waits out the delay, re-publishes it and then commits the original;
+// Close stops and waits for them (an original not yet re-published stays
+// uncommitted, so it is delivered again).
 type source struct {
 	*kafka.Source
+	q     *Queue
 	queue string
+
+	mu      sync.Mutex
+	closed  bool
+	stop    chan struct{} // closed by Close
+	retries sync.WaitGroup
+}
+
+// Close implements connectors.Source.
+func (s *source) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	s.retries.Wait()
+	return s.Source.Close(ctx)
 }
 
 // Read implements connectors.Source.
@@ -433,7 +461,65 @@ func (s *source) Read(ctx context.Context) (*connectors.Message, connectors.AckF
 		msg.Event.SetExtension(kafkace.PartitionKeyExtension, nil)
 	}
 	msg.Key, _ = msg.Event.Extensions()[kafkace.PartitionKeyExtension].(string)
-	return msg, ack, nil
+	if msg.DecodeErr != nil {
+		return msg, ack, nil // never re-published: it would no longer be the record it was
+	}
+	// The event as stored, for a re-publish: the reader may change the
+	// message's event (the async service strips its routing attributes).
+	stored := msg.Event
+	stored.Context = msg.Event.Context.Clone()
+	return msg, s.ackFunc(msgID, stored, ack), nil
+}
+
+// ackFunc maps the queue's acknowledgements onto the Kafka source's: nil
+// and ErrTerminate commit; a RetryAfter re-publishes the message after its
+// delay and then commits the original; any other error leaves the record
+// uncommitted (delivered again when its partition is next assigned).
+func (s *source) ackFunc(msgID string, stored cloudevents.Event, ack connectors.AckFunc) connectors.AckFunc {
+	return func(ctx context.Context, err error) error {
+		if err == nil || errors.Is(err, queue.ErrTerminate) {
+			return ack(ctx, nil)
+		}
+		d, ok := queue.RetryDelay(err)
+		if !ok {
+			return ack(ctx, err)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return ack(ctx, err)
+		}
+		s.retries.Add(1)
+		go func() {
+			defer s.retries.Done()
+			s.retryLater(d, msgID, stored, ack)
+		}()
+		return nil
+	}
+}
+
+func (s *source) retryLater(d time.Duration, msgID string, stored cloudevents.Event, ack connectors.AckFunc) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.stop:
+		return
+	case <-t.C:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, headers, err := queue.EncodeEvent(stored)
+	if err == nil {
+		_, err = s.q.Publish(ctx, s.queue, msgID, data, headers)
+	}
+	if err != nil {
+		s.q.log.Warn("re-publishing a message to retry later failed; it is delivered again when its partition is reassigned",
+			"queue", s.queue, "msg_id", msgID, "err", err)
+		return
+	}
+	// The copy is stored: the original may go (a failure here leaves both,
+	// and the task store makes the second delivery a no-op).
+	_ = ack(ctx, nil)
 }
 
 // errSource is the Source of a queue that cannot be read: Connect reports why.

@@ -42,6 +42,7 @@ func Run(t *testing.T, h Harness) {
 		{"PublishReadAck", testPublishReadAck},
 		{"RedeliveryAfterUnackedClose", testRedeliveryAfterClose},
 		{"Depth", testDepth},
+		{"RetryAfterAndTerminate", testRetryAfterAndTerminate},
 		{"DeleteNonEmptyRefused", testDeleteNonEmpty},
 		{"InvalidName", testInvalidName},
 		{"Move", func(t *testing.T, q queue.Queue) { testMove(t, q, h.Moves) }},
@@ -235,6 +236,39 @@ func testRedeliveryAfterClose(t *testing.T, q queue.Queue) {
 		t.Fatalf("second reader read %v, want %v", ids(again), eventIDs(evs))
 	}
 	ackAll(t, again)
+	waitDepth(t, q, name, 0)
+}
+
+// testRetryAfterAndTerminate: a message acknowledged with RetryAfter comes
+// back (to the same reader) after the delay, as it was; one acknowledged
+// with ErrTerminate is gone.
+func testRetryAfterAndTerminate(t *testing.T, q queue.Queue) {
+	name := testenv.UniqueName(t, "qt.retry")
+	create(t, q, name)
+	again, gone := cetest.Full(t, "again"), cetest.New(t, "gone", map[string]any{"n": 1})
+	publish(t, q, name, again, gone)
+	src := connect(t, q, name)
+	for _, g := range readN(t, src, 2) {
+		err := queue.RetryAfter(errors.New("not now"), 300*time.Millisecond)
+		if g.msg.Event.ID() == gone.ID() {
+			err = fmt.Errorf("cancelled: %w", queue.ErrTerminate)
+		}
+		// The reader may change the event it was handed (the async
+		// service strips its routing attributes): the retry must not see it.
+		g.msg.Event.SetExtension("attempt", nil)
+		if aerr := g.ack(ctxOf(t), err); aerr != nil {
+			t.Fatalf("ack %s with %v: %v", g.msg.Event.ID(), err, aerr)
+		}
+	}
+	gs := readN(t, src, 1)
+	if gs[0].msg.Event.ID() != again.ID() {
+		t.Fatalf("redelivered %s, want %s", gs[0].msg.Event.ID(), again.ID())
+	}
+	cetest.Equal(t, again, gs[0].msg.Event)
+	if want := "msg-" + again.ID(); gs[0].msg.Coordinates.ID != want {
+		t.Errorf("redelivered Coordinates.ID = %q, want %q", gs[0].msg.Coordinates.ID, want)
+	}
+	ackAll(t, gs)
 	waitDepth(t, q, name, 0)
 }
 
