@@ -5,8 +5,9 @@
 //
 // The default implementation is an embedded NATS JetStream server with file
 // storage in Sluice's data directory (OpenEmbedded); the same code runs
-// against an external NATS cluster (OpenNATS). docs/queues.md describes the
-// stream, subjects, consumers and the sync policy.
+// against an external NATS cluster (OpenNATS). Package kafkaq implements
+// Queue on Kafka (without Move). docs/queues.md describes the stream,
+// subjects, consumers and the sync policy, and the Kafka topics and groups.
 package queue
 
 import (
