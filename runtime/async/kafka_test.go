@@ -2,11 +2,15 @@ package async
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/testenv"
+	"github.com/sluicehq/sluice/runtime/queue"
 	"github.com/sluicehq/sluice/runtime/queue/kafkaq"
 	"github.com/sluicehq/sluice/runtime/tasks"
 )
@@ -98,5 +102,48 @@ func TestKafkaQueue(t *testing.T) {
 	}
 	if n := fn.callsOf(more); n != 1 {
 		t.Fatalf("task %s: function called %d times, want 1 (the duplicate must not run)", more, n)
+	}
+}
+
+// immovable is a queue that says it cannot Move (as Kafka's), counting the
+// placement loop's Depth calls.
+type immovable struct {
+	queue.Queue
+	canMove bool
+	depths  atomic.Int64
+}
+
+func (q *immovable) CanMove() bool { return q.canMove }
+
+func (q *immovable) Depth(ctx context.Context, name string) (int, error) {
+	q.depths.Add(1)
+	return q.Queue.Depth(ctx, name)
+}
+
+// TestPlacementNeedsMove: the placement loop (the only reader of queue
+// depths) runs only on a queue that can Move.
+func TestPlacementNeedsMove(t *testing.T) {
+	for _, canMove := range []bool{true, false} {
+		t.Run(fmt.Sprintf("canMove=%v", canMove), func(t *testing.T) {
+			dir := t.TempDir()
+			emb, err := queue.OpenEmbedded(context.Background(), queue.EmbeddedConfig{DataDir: filepath.Join(dir, "queue")}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = emb.Close(context.Background()) })
+			q := &immovable{Queue: emb, canMove: canMove}
+			e := startEnv(t, nil, envOpts{dir: dir, queue: q, tweak: func(c *Config) { c.PlacementInterval = 10 * time.Millisecond }})
+			if canMove {
+				eventually(t, "the placement loop to sample depths", func() bool { return q.depths.Load() > 0 })
+				return
+			}
+			for range 5 {
+				e.waitState(keyAcme, e.accept(keyAcme, "echo", `{}`), tasks.Succeeded)
+			}
+			e.shutdown()
+			if n := q.depths.Load(); n != 0 {
+				t.Fatalf("the placement loop ran on a queue that cannot move (%d depth samples)", n)
+			}
+		})
 	}
 }

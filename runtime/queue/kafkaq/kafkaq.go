@@ -96,8 +96,9 @@ type Queue struct {
 
 var _ queue.Queue = (*Queue)(nil)
 
-// Open connects to the cluster. Errors wrap kafkaconf.ErrConfig for a bad
-// configuration; others are connection errors.
+// Open connects to the cluster. The caller owns the Queue and closes it.
+// Errors wrap kafkaconf.ErrConfig for a bad configuration; others are
+// connection errors.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Queue, error) {
 	cfg = cfg.withDefaults()
 	if !queue.ValidName(cfg.Prefix) {
@@ -126,43 +127,28 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Queue, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	type result struct {
-		c   sarama.Client
-		err error
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	// sarama's dial takes no context: bound it by ctx from here.
-	ch := make(chan result, 1)
-	go func() {
-		c, err := sarama.NewClient(cfg.Brokers, sc)
-		ch <- result{c, err}
-	}()
-	var r result
-	select {
-	case r = <-ch:
-	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.err == nil {
-				_ = r.c.Close()
-			}
-		}()
-		return nil, ctx.Err()
-	}
-	if r.err != nil {
-		return nil, fmt.Errorf("kafka queue: connect: %w", r.err)
-	}
-	admin, err := sarama.NewClusterAdminFromClient(r.c)
+	// sarama's dial takes no context; it is bounded by its dial timeout and
+	// metadata retries instead.
+	client, err := sarama.NewClient(cfg.Brokers, sc)
 	if err != nil {
-		_ = r.c.Close()
+		return nil, fmt.Errorf("kafka queue: connect: %w", err)
+	}
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		_ = client.Close()
 		return nil, fmt.Errorf("kafka queue: admin: %w", err)
 	}
-	producer, err := sarama.NewSyncProducerFromClient(r.c)
+	producer, err := sarama.NewSyncProducerFromClient(client)
 	if err != nil {
-		_ = r.c.Close()
+		_ = client.Close()
 		return nil, fmt.Errorf("kafka queue: producer: %w", err)
 	}
 	return &Queue{
 		cfg: cfg, log: log.With("component", "queue", "queue_kind", "kafka"),
-		client: r.c, admin: admin, producer: producer, topics: map[string]bool{},
+		client: client, admin: admin, producer: producer, topics: map[string]bool{},
 	}, nil
 }
 
@@ -431,6 +417,11 @@ type source struct {
 	stop    chan struct{} // closed by Close
 	retries sync.WaitGroup
 }
+
+var (
+	_ connectors.Source = (*source)(nil)
+	_ connectors.Health = (*source)(nil)
+)
 
 // Close implements connectors.Source.
 func (s *source) Close(ctx context.Context) error {
