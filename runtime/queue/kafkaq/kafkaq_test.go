@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 
 // open connects a queue with a prefix of its own, so that the tests'
 // topics stay apart from everything else on the broker.
-func open(t *testing.T) *Queue {
+func open(t testing.TB) *Queue {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
