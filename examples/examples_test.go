@@ -22,6 +22,8 @@ var exampleEnv = map[string]string{
 	"ACME_API_KEY_NEXT": "acme-example-key-0002",
 	"BETA_API_KEY":      "beta-example-key-0001",
 	"RESIZE_TOKEN":      "Bearer example",
+	// examples/bus/ingest
+	"SHOP_API_KEY": "shop-demo-key-0123456789",
 }
 
 func TestEveryExamplePipelineLoads(t *testing.T) {
