@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/cenkalti/backoff/v5"
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/sluicehq/sluice/connectors"
@@ -305,30 +306,62 @@ func (q *Queue) Queues(context.Context) ([]string, error) {
 // committed offsets (from the earliest retained record where it committed
 // nothing). Acknowledged records count until the reader's next commit
 // (about a second).
-func (q *Queue) Depth(_ context.Context, name string) (int, error) {
+func (q *Queue) Depth(ctx context.Context, name string) (int, error) {
 	if err := q.check(name); err != nil {
 		return 0, err
 	}
+	// A topic just created (or a broker just restarted) answers "not the
+	// leader" until its metadata settles: retry those, bounded by ctx.
+	n, err := backoff.Retry(ctx, func() (int, error) {
+		n, err := q.depth(name)
+		if err != nil && !settling(err) {
+			return 0, backoff.Permanent(err)
+		}
+		return n, err
+	}, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(10*time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("queue %s: depth: %w", name, err)
+	}
+	return n, nil
+}
+
+// settling reports errors a partition gives while its leadership or its
+// group coordinator is still being set up.
+func settling(err error) bool {
+	for _, e := range []error{
+		sarama.ErrNotLeaderForPartition, sarama.ErrLeaderNotAvailable, sarama.ErrUnknownTopicOrPartition,
+		sarama.ErrOffsetsLoadInProgress, sarama.ErrNotCoordinatorForConsumer, sarama.ErrConsumerCoordinatorNotAvailable,
+		sarama.ErrRequestTimedOut,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// depth is one attempt of Depth.
+func (q *Queue) depth(name string) (int, error) {
 	topic := q.Topic(name)
 	if err := q.client.RefreshMetadata(topic); err != nil {
 		if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
 			return 0, nil // never created, or deleted: nothing stored
 		}
-		return 0, fmt.Errorf("queue %s: depth: %w", name, err)
+		return 0, err
 	}
 	parts, err := q.client.Partitions(topic)
 	if err != nil {
-		return 0, fmt.Errorf("queue %s: depth: %w", name, err)
+		return 0, err
 	}
 	committed, err := q.admin.ListConsumerGroupOffsets(topic, map[string][]int32{topic: parts})
 	if err != nil {
-		return 0, fmt.Errorf("queue %s: depth: committed offsets: %w", name, err)
+		return 0, fmt.Errorf("committed offsets: %w", err)
 	}
 	var total int64
 	for _, p := range parts {
 		end, err := q.client.GetOffset(topic, p, sarama.OffsetNewest)
 		if err != nil {
-			return 0, fmt.Errorf("queue %s: depth: end offset of %d: %w", name, p, err)
+			return 0, fmt.Errorf("end offset of %d: %w", p, err)
 		}
 		pos := int64(-1)
 		if b := committed.GetBlock(topic, p); b != nil {
@@ -336,7 +369,7 @@ func (q *Queue) Depth(_ context.Context, name string) (int, error) {
 		}
 		if pos < 0 {
 			if pos, err = q.client.GetOffset(topic, p, sarama.OffsetOldest); err != nil {
-				return 0, fmt.Errorf("queue %s: depth: start offset of %d: %w", name, p, err)
+				return 0, fmt.Errorf("start offset of %d: %w", p, err)
 			}
 		}
 		total += max(end-pos, 0)
