@@ -2,17 +2,14 @@ package async
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/runtime/tasks"
 	"github.com/sluicehq/sluice/runtime/tasks/pgstore"
+	"github.com/sluicehq/sluice/runtime/tasks/storetest"
 )
 
 // pgStore opens a store in a fresh schema, dropped when the test ends.
@@ -27,35 +24,12 @@ func pgStore(t *testing.T, url, schema string) tasks.Store {
 	return s
 }
 
-func newSchema(t *testing.T, url string) string {
-	t.Helper()
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	schema := "sluice_async_" + hex.EncodeToString(b[:])
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Errorf("drop schema: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	return schema
-}
-
 // TestTwoInstancesSharePostgres: two services, each with its own embedded
 // queue, share one PostgreSQL task store: tasks accepted by either run
 // once and are visible, deduplicated and cancellable through both.
 func TestTwoInstancesSharePostgres(t *testing.T) {
 	url := testenv.PostgresURL(t)
-	schema := newSchema(t, url)
+	schema := storetest.PostgresSchema(t, url, "sluice_async_")
 	fn := newFnServer(t)
 	b := newBlocking()
 	fn.setHandler(func(w http.ResponseWriter, r *http.Request) {
@@ -140,7 +114,7 @@ func TestTwoInstancesSharePostgres(t *testing.T) {
 // through the other it runs again on both: the flag is in the shared store.
 func TestTwoInstancesSharePause(t *testing.T) {
 	url := testenv.PostgresURL(t)
-	schema := newSchema(t, url)
+	schema := storetest.PostgresSchema(t, url, "sluice_async_")
 	fn := newFnServer(t)
 	instance := func(name string) func(*Config) {
 		return func(c *Config) { c.Instance, c.PauseSyncInterval = name, 50*time.Millisecond }
@@ -179,7 +153,7 @@ func TestTwoInstancesSharePause(t *testing.T) {
 // of a resume resumes the tasks it held meanwhile.
 func TestPauseFlagChangedElsewhere(t *testing.T) {
 	url := testenv.PostgresURL(t)
-	schema := newSchema(t, url)
+	schema := storetest.PostgresSchema(t, url, "sluice_async_")
 	fn := newFnServer(t)
 	b := newBlocking()
 	fn.setHandler(b.handle)

@@ -1,15 +1,10 @@
 package pgstore
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/internal/testenv"
@@ -18,31 +13,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// newSchema returns a fresh schema name, dropped when the test ends.
-// (testenv.UniqueName can exceed PostgreSQL's 63-byte identifiers.)
-func newSchema(t *testing.T, url string) string {
-	t.Helper()
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	schema := "sluice_test_" + hex.EncodeToString(b[:])
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Errorf("drop schema: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	return schema
-}
 
 func open(t *testing.T, c Config) *Store {
 	t.Helper()
@@ -57,7 +27,7 @@ func open(t *testing.T, c Config) *Store {
 func TestConformance(t *testing.T) {
 	url := testenv.PostgresURL(t)
 	storetest.Run(t, func(t *testing.T, o tasks.Options) tasks.Store {
-		return open(t, Config{URL: url, Schema: newSchema(t, url), Options: o})
+		return open(t, Config{URL: url, Schema: storetest.PostgresSchema(t, url, "sluice_test_"), Options: o})
 	})
 }
 
@@ -66,7 +36,7 @@ func TestConformance(t *testing.T) {
 // and racing dispatchers on both move each task queued → running exactly once.
 func TestTwoInstances(t *testing.T) {
 	url := testenv.PostgresURL(t)
-	c := Config{URL: url, Schema: newSchema(t, url)}
+	c := Config{URL: url, Schema: storetest.PostgresSchema(t, url, "sluice_test_")}
 	a, b := open(t, c), open(t, c)
 	ctx := t.Context()
 	const n, racersPerStore = 10, 4
@@ -121,7 +91,7 @@ func TestTwoInstances(t *testing.T) {
 // again later: the schema is created once and its version recorded.
 func TestMigrationIdempotent(t *testing.T) {
 	url := testenv.PostgresURL(t)
-	c := Config{URL: url, Schema: newSchema(t, url)}
+	c := Config{URL: url, Schema: storetest.PostgresSchema(t, url, "sluice_test_")}
 	var wg sync.WaitGroup
 	stores := make([]*Store, 4)
 	errs := make([]error, len(stores))
@@ -152,7 +122,7 @@ func TestOpenErrors(t *testing.T) {
 	}
 	// A schema from a newer Sluice is refused rather than misread.
 	url := testenv.PostgresURL(t)
-	c := Config{URL: url, Schema: newSchema(t, url)}
+	c := Config{URL: url, Schema: storetest.PostgresSchema(t, url, "sluice_test_")}
 	s := open(t, c)
 	if _, err := s.pool.Exec(t.Context(), `UPDATE sluice_tasks_schema SET version = version + 1`); err != nil {
 		t.Fatal(err)
