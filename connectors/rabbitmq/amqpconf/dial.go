@@ -102,7 +102,14 @@ func (d Dialer) Dial(ctx context.Context) (*amqp.Connection, error) {
 			}
 			mu.Lock()
 			conn = c
+			cancelled := ctx.Err() != nil
 			mu.Unlock()
+			if cancelled {
+				// ctx ended before conn was set, so the AfterFunc below
+				// had no connection to expire.
+				c.Close()
+				return nil, ctx.Err()
+			}
 			if d.tls != nil && !amqps {
 				// The library only speaks TLS for amqps:// URLs; tls.enabled
 				// with amqp:// gets it here.
