@@ -12,6 +12,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/sluicehq/sluice/connectors"
+	"github.com/sluicehq/sluice/pipelines"
 	"github.com/sluicehq/sluice/runtime/engine"
 	"github.com/sluicehq/sluice/runtime/invoke"
 	"github.com/sluicehq/sluice/runtime/metrics"
@@ -233,11 +234,22 @@ func (h *hooks) claim(ctx context.Context, a *attempt) (*tasks.Task, error) {
 			switch te.From {
 			case tasks.Running:
 				// Not run here (this process would have skipped the
-				// duplicate): its dispatcher stopped. Take it over.
+				// duplicate). Take it over once its attempt cannot be
+				// running anywhere else (see takeoverAfter).
 				_, err = s.store.Transition(ctx, a.key.tenant, a.key.id, tasks.Retrying, func(t *tasks.Task) error {
+					if left := h.takeoverAfter(t); left > 0 {
+						return &runningElsewhereError{left: left}
+					}
 					t.Error = "attempt interrupted: the dispatcher running it stopped"
 					return nil
 				})
+				if re := (*runningElsewhereError)(nil); errors.As(err, &re) {
+					s.rec.TookOver(a.key.tenant, metrics.TakeoverDeferred)
+					return nil, queue.RetryAfter(fmt.Errorf("task %s: %w", a.key.id, err), min(re.left, takeoverRecheck))
+				}
+				if err == nil {
+					s.rec.TookOver(a.key.tenant, metrics.TakeoverTaken)
+				}
 			case tasks.Paused:
 				return nil, queue.RetryAfter(errPaused, s.cfg.PausedRedelivery)
 			case tasks.Queued, tasks.Retrying:
@@ -251,6 +263,43 @@ func (h *hooks) claim(ctx context.Context, a *attempt) (*tasks.Task, error) {
 		}
 	}
 	return nil, fmt.Errorf("task %s: kept changing while being claimed", a.key.id)
+}
+
+// takeoverGrace is added to a function's timeout before another
+// instance's running attempt is presumed dead: it covers delivering the
+// result to the routes after the call and the instances' clock skew.
+// takeoverRecheck bounds how long the message of such a task waits before
+// it is looked at again (the task may finish, or its lease run out).
+const (
+	takeoverGrace   = 30 * time.Second
+	takeoverRecheck = 5 * time.Second
+)
+
+// takeoverAfter is how long a running task t, found by a dispatcher that
+// does not run it, must still be left alone. On a queue only this instance
+// reads, nobody else can run it: its dispatcher stopped, take it over now.
+// On a shared queue a second copy of its message (a Kafka record published
+// twice, a redelivery overtaking a slow call) may reach this instance while
+// another one still calls the function: taking it over then would call the
+// function twice at once, so it waits until the attempt's call has timed out
+// (its function's timeout plus takeoverGrace after it started).
+func (h *hooks) takeoverAfter(t *tasks.Task) time.Duration {
+	if !h.s.cfg.SharedQueue || t.Times.Started == nil {
+		return 0
+	}
+	timeout := time.Duration(h.fn.spec.Spec.Timeout)
+	if timeout <= 0 {
+		timeout = pipelines.DefaultFunctionTimeout
+	}
+	return t.Times.Started.Add(timeout + takeoverGrace).Sub(h.s.now())
+}
+
+// runningElsewhereError: a task's attempt may still run on another
+// instance; its message comes back after left.
+type runningElsewhereError struct{ left time.Duration }
+
+func (e *runningElsewhereError) Error() string {
+	return fmt.Sprintf("running on another instance; taken over in %s unless it finishes", e.left.Round(time.Second))
 }
 
 // fence refuses a write when the task changed since this attempt's last

@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
+	"github.com/sluicehq/sluice/pipelines"
+	"github.com/sluicehq/sluice/runtime/metrics"
 	"github.com/sluicehq/sluice/runtime/queue"
 	"github.com/sluicehq/sluice/runtime/tasks"
 )
@@ -208,5 +211,51 @@ func TestStopAndRestart(t *testing.T) {
 	}
 	if interrupted == 0 {
 		t.Fatal("no attempt was interrupted by the stop")
+	}
+}
+
+// TestRunningElsewhereNotTakenOver: on a shared queue, a running task whose
+// message reaches an instance that does not run it (a second copy) is left
+// alone while its attempt may still be calling the function on another
+// instance, and taken over once the call's timeout and the grace passed.
+func TestRunningElsewhereNotTakenOver(t *testing.T) {
+	var offset atomic.Int64 // the service's clock runs this far ahead
+	e := startEnv(t, nil, envOpts{tweak: func(c *Config) {
+		c.SharedQueue = true
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	}})
+	ctx := context.Background()
+	e.call(http.MethodPost, "/v1/functions/echo:pause", keyAcme, nil, nil, nil)
+	running := e.storedTask("echo", "test")
+	// Another instance claimed it just now and is calling the function.
+	if _, err := e.store.Transition(ctx, "acme", running.ID, tasks.Running, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.call(http.MethodPost, "/v1/functions/echo:resume", keyAcme, nil, nil, nil)
+	if _, err := e.svc.publishTask(ctx, running, nil); err != nil {
+		t.Fatal(err)
+	}
+	deferred := map[string]string{"tenant": "acme", "result": metrics.TakeoverDeferred}
+	eventually(t, "the takeover deferred", func() bool {
+		return metricValue(t, e.cfg.Metrics.Gatherer(), "sluice_task_takeovers_total", deferred) >= 1
+	})
+	if _, v := e.task(keyAcme, running.ID); v.State != tasks.Running || v.Attempts != 1 {
+		t.Fatalf("while the other attempt may run: %s after %d attempts, want running after 1", v.State, v.Attempts)
+	}
+	e.fn.mu.Lock()
+	calls := len(e.fn.calls)
+	e.fn.mu.Unlock()
+	if calls != 0 {
+		t.Fatalf("the function was called while another instance ran the task")
+	}
+	// The other attempt's call has timed out by now.
+	offset.Store(int64(pipelines.DefaultFunctionTimeout + takeoverGrace + time.Minute))
+	v := e.waitState(keyAcme, running.ID, tasks.Succeeded)
+	if v.Attempts != 2 {
+		t.Fatalf("attempts %d, want 2 (the other instance's and the takeover)", v.Attempts)
+	}
+	taken := map[string]string{"tenant": "acme", "result": metrics.TakeoverTaken}
+	if got := metricValue(t, e.cfg.Metrics.Gatherer(), "sluice_task_takeovers_total", taken); got != 1 {
+		t.Fatalf("takeovers taken = %v, want 1", got)
 	}
 }

@@ -24,6 +24,7 @@ type Tasks struct {
 	states      *prometheus.GaugeVec
 	placements  *prometheus.CounterVec
 	republished *prometheus.CounterVec
+	takeovers   *prometheus.CounterVec
 }
 
 // Tasks returns the task system's recorder, registering its collectors on
@@ -46,6 +47,10 @@ func (r *Registry) Tasks() *Tasks {
 			Name: "sluice_tasks_republished_total",
 			Help: "Queued tasks re-published by the reconciler (a publish possibly lost in a crash; the queue deduplicates).",
 		}, []string{"tenant"})),
+		takeovers: reuse(r.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_task_takeovers_total",
+			Help: "Running tasks found by a dispatcher that does not run them: taken over (their dispatcher stopped) or deferred (their attempt may still run on another instance).",
+		}, []string{"tenant", "result"})),
 	}
 }
 
@@ -86,4 +91,16 @@ func (t *Tasks) Placed(kind, tenant, function string) {
 // Republished counts tasks the reconciler published again.
 func (t *Tasks) Republished(tenant string, n int) {
 	t.republished.WithLabelValues(tenant).Add(float64(n))
+}
+
+// Takeover results (the "result" label of sluice_task_takeovers_total).
+const (
+	TakeoverTaken    = "taken"
+	TakeoverDeferred = "deferred"
+)
+
+// TookOver counts a running task found by a dispatcher that does not run it;
+// result is TakeoverTaken or TakeoverDeferred.
+func (t *Tasks) TookOver(tenant, result string) {
+	t.takeovers.WithLabelValues(tenant, result).Inc()
 }
