@@ -11,10 +11,11 @@ BROKERS ?= all
 TEST_FLAGS ?= -count=1 -timeout 30m -p 2
 # rocketmq-client-go has a data race of its own (rmqClient.Shutdown writes the
 # client's state while a rebalance's InvokeSync reads it, internal/client.go
-# 555 vs 576); it cannot be fixed from outside, so the packages that link the
-# client's consumer run without the race detector. Everything else runs with it.
-NORACE_PKGS := ./connectors/rocketmq/...
-RACE_PKGS = $(shell $(GO) list ./... | grep -v '/connectors/rocketmq')
+# 555 vs 576); it cannot be fixed from outside, so the packages whose tests run
+# the client's consumer (the connector, and the task queue on RocketMQ) run
+# without the race detector. Everything else runs with it.
+NORACE_PKGS := ./connectors/rocketmq/... ./runtime/queue/rocketq/...
+RACE_PKGS = $(shell $(GO) list ./... | grep -v -e '/connectors/rocketmq' -e '/runtime/queue/rocketq')
 
 .PHONY: all build test lint brokers brokers-down quickstart quickstart-kafka bench generate clean
 
