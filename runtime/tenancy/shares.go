@@ -143,6 +143,14 @@ func (s *Shares) release(tenant string) {
 	}
 }
 
+// Full reports whether every worker of the budget is acquired, so that no
+// TryAcquire can succeed until a release (whatever the tenant).
+func (s *Shares) Full() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total >= s.budget
+}
+
 // InFlight is tenant's number of acquired workers.
 func (s *Shares) InFlight(tenant string) int {
 	s.mu.Lock()

@@ -160,3 +160,21 @@ func TestSharesProtectQuickTenant(t *testing.T) {
 		t.Fatalf("b first ran at tick %d, want 200 (when a's first tasks ended)", firstB)
 	}
 }
+
+// TestSharesFull: Full reports a used-up budget, whichever tenants hold it.
+func TestSharesFull(t *testing.T) {
+	s := NewShares(2, []Tenant{{Name: "a"}, {Name: "b"}}, nil)
+	relA, ok := s.TryAcquire("a")
+	if !ok || s.Full() {
+		t.Fatalf("one of two workers taken: ok %v, Full %v", ok, s.Full())
+	}
+	relB, ok := s.TryAcquire("b")
+	if !ok || !s.Full() {
+		t.Fatalf("both workers taken: ok %v, Full %v", ok, s.Full())
+	}
+	relA()
+	if s.Full() {
+		t.Fatal("Full after a release")
+	}
+	relB()
+}
