@@ -235,4 +235,37 @@ func TestAsyncE2ETasksCLI(t *testing.T) {
 	if _, errOut, code := sluiceCLI(t, "tasks", "list", "--api", admin, "--key", "wrong-key-0123456789abcdef"); code != 1 || !strings.Contains(errOut, "unauthenticated") {
 		t.Fatalf("wrong key: %d %s", code, errOut)
 	}
+
+	// Pause the function: new tasks wait as paused; a batch cancels them
+	// by filter; resume lets the next one run.
+	if out, _, code = cli("pause", "work"); code != 0 || !strings.Contains(out, `"paused": true`) {
+		t.Fatalf("pause: %d\n%s", code, out)
+	}
+	var held [2]struct{ TaskID string }
+	for i := range held {
+		apiCall(t, http.MethodPost, base+"/v1/functions/work/invocations", []byte(`{"id": "held"}`), &held[i])
+	}
+	for _, h := range held {
+		waitCLI(h.TaskID, "paused")
+	}
+	if _, errOut, code := cli("batch", "cancel"); code != 1 || !strings.Contains(errOut, "at least one") {
+		t.Fatalf("batch without a filter: %d %s", code, errOut)
+	}
+	if out, _, code = cli("batch", "cancel", "--function", "work", "--state", "paused"); code != 0 || !strings.Contains(out, `"changed": 2`) {
+		t.Fatalf("batch cancel: %d\n%s", code, out)
+	}
+	for _, h := range held {
+		waitCLI(h.TaskID, "cancelled")
+	}
+	if out, _, code = cli("resume", "work"); code != 0 || !strings.Contains(out, `"paused": false`) {
+		t.Fatalf("resume: %d\n%s", code, out)
+	}
+	var after struct{ TaskID string }
+	apiCall(t, http.MethodPost, base+"/v1/functions/work/invocations", []byte(`{"id": "after-resume"}`), &after)
+	waitCLI(after.TaskID, "succeeded")
+	for _, h := range held {
+		if out, _, _ := cli("get", h.TaskID); !strings.Contains(out, `"cancelled"`) {
+			t.Fatalf("a cancelled task ran after the resume: %s", out)
+		}
+	}
 }

@@ -129,12 +129,71 @@ func tasksCmd(stdout, stderr io.Writer) *cobra.Command {
 	list.Flags().IntVar(&f.limit, "limit", 0, "page size (1..1000, default 100)")
 	list.Flags().StringVar(&f.cursor, "cursor", "", "the \"next\" of the previous page")
 
+	oneFunction := func(action, short string) *cobra.Command {
+		return &cobra.Command{
+			Use: action + " FUNCTION", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return c.do(cmd.Context(), http.MethodPost, "/v1/functions/"+url.PathEscape(args[0])+":"+action, []byte("{}"))
+			},
+		}
+	}
+
+	var b struct{ function, state, after, before string }
+	batch := &cobra.Command{
+		Use:   "batch cancel|retry|delete",
+		Short: "Apply one operation to every task the filter selects (at least one filter flag is required)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			op := args[0]
+			if op != "cancel" && op != "retry" && op != "delete" {
+				return fmt.Errorf("batch %q: want cancel, retry or delete", op)
+			}
+			if b.function == "" && b.state == "" && b.after == "" && b.before == "" {
+				return fmt.Errorf("batch %s: give at least one of --function, --state, --after, --before (a batch over every task is too easy to run by mistake)", op)
+			}
+			filter := map[string]any{}
+			if b.function != "" {
+				filter["function"] = b.function
+			}
+			if b.state != "" {
+				var states []string
+				for st := range strings.SplitSeq(b.state, ",") {
+					if st = strings.TrimSpace(st); st != "" {
+						states = append(states, st)
+					}
+				}
+				filter["states"] = states
+			}
+			for k, v := range map[string]string{"after": b.after, "before": b.before} {
+				if v == "" {
+					continue
+				}
+				if _, err := time.Parse(time.RFC3339Nano, v); err != nil {
+					return fmt.Errorf("batch --%s %q: want an RFC 3339 time", k, v)
+				}
+				filter[k] = v
+			}
+			body, err := json.Marshal(map[string]any{"op": op, "filter": filter})
+			if err != nil {
+				return err
+			}
+			return c.do(cmd.Context(), http.MethodPost, "/v1/tasks:batch", body)
+		},
+	}
+	batch.Flags().StringVar(&b.function, "function", "", "only this function's tasks")
+	batch.Flags().StringVar(&b.state, "state", "", "only tasks in these states (comma-separated)")
+	batch.Flags().StringVar(&b.after, "after", "", "only tasks received at or after this RFC 3339 time")
+	batch.Flags().StringVar(&b.before, "before", "", "only tasks received before this RFC 3339 time")
+
 	root.AddCommand(
 		oneTask("get", "Show one task", http.MethodGet, ""),
 		list,
 		oneTask("cancel", "Cancel a task (also while it runs)", http.MethodPost, ":cancel"),
 		oneTask("retry", "Run a failed, dead-lettered, cancelled or expired task again", http.MethodPost, ":retry"),
 		oneTask("delete", "Delete a done task", http.MethodDelete, ""),
+		oneFunction("pause", "Pause a function: its queued tasks wait (state paused) until it is resumed"),
+		oneFunction("resume", "Resume a paused function"),
+		batch,
 	)
 	return root
 }
