@@ -198,7 +198,9 @@ func (h *hooks) Admit(ctx context.Context, msg *connectors.Message) (context.Con
 	a.mu.Lock()
 	a.claimed, a.state, a.version = true, t.State, t.Version
 	a.mu.Unlock()
-	return context.WithValue(actx, attemptCtxKey{}, a), nil
+	// The attempts before this one (a takeover, a resume after a pause)
+	// count against the function's retry budget.
+	return engine.WithPriorAttempts(context.WithValue(actx, attemptCtxKey{}, a), t.Attempts-1), nil
 }
 
 // claim moves the task to running (see Admit). The common case — a queued

@@ -259,3 +259,37 @@ func TestRunningElsewhereNotTakenOver(t *testing.T) {
 		t.Fatalf("takeovers taken = %v, want 1", got)
 	}
 }
+
+// TestTakeoverKeepsRetryBudget: a task taken over after its dispatcher
+// stopped continues its retry budget (echo allows 3 attempts) instead of
+// starting a fresh one: having used all three, it gets the one call the
+// takeover owes it and then fails.
+func TestTakeoverKeepsRetryBudget(t *testing.T) {
+	e := startEnv(t, nil, envOpts{})
+	e.fn.setHandler(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	ctx := context.Background()
+	e.call(http.MethodPost, "/v1/functions/echo:pause", keyAcme, nil, nil, nil)
+	orphan := e.storedTask("echo", "test")
+	// A dead dispatcher had made three attempts, the last one interrupted.
+	for i := range 3 {
+		if i > 0 {
+			if _, err := e.store.Transition(ctx, "acme", orphan.ID, tasks.Retrying, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := e.store.Transition(ctx, "acme", orphan.ID, tasks.Running, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.call(http.MethodPost, "/v1/functions/echo:resume", keyAcme, nil, nil, nil)
+	if _, err := e.svc.publishTask(ctx, orphan, nil); err != nil {
+		t.Fatal(err)
+	}
+	v := e.waitState(keyAcme, orphan.ID, tasks.Failed)
+	if v.Attempts != 4 {
+		t.Fatalf("attempts %d, want 4 (three before the takeover, one after)", v.Attempts)
+	}
+	if n := e.fn.callsOf(orphan.ID); n != 1 {
+		t.Fatalf("the function was called %d times after the takeover, want 1", n)
+	}
+}

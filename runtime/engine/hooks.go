@@ -40,6 +40,25 @@ type Hooks interface {
 	Finished(msg *connectors.Message, outcome string, results []cloudevents.Event, reason string)
 }
 
+type priorAttemptsKey struct{}
+
+// WithPriorAttempts returns a context (for Hooks.Admit to return) saying
+// the event was already invoked n times before this delivery — a task
+// taken over after its dispatcher stopped, or resumed after a pause — so
+// that its retry budget continues instead of starting again: the first
+// invocation of this delivery counts as attempt n+1.
+func WithPriorAttempts(ctx context.Context, n int) context.Context {
+	if n <= 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, priorAttemptsKey{}, n)
+}
+
+func priorAttempts(ctx context.Context) int {
+	n, _ := ctx.Value(priorAttemptsKey{}).(int)
+	return n
+}
+
 // skipped reports whether ctx was cancelled to skip the event.
 func skipped(ctx context.Context) bool {
 	return ctx.Err() != nil && errors.Is(context.Cause(ctx), ErrSkip)

@@ -503,7 +503,7 @@ func (p *Pipeline) process(ctx context.Context, it *item) {
 		}
 		ctx = hctx
 	}
-	for attempt := 1; ; attempt++ {
+	for attempt := 1 + priorAttempts(ctx); ; attempt++ {
 		res, v, ok := p.invokeOnce(ctx, it)
 		if !ok {
 			return
