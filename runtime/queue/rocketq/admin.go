@@ -105,16 +105,33 @@ func (a admin) broker(ctx context.Context, addr string, code int, ext map[string
 
 // createTopic creates topic with queues read and write queues on every
 // master broker (UPDATE_AND_CREATE_TOPIC, what `mqadmin updateTopic`
-// sends), and the consumer group group with it
-// (UPDATE_AND_CREATE_SUBSCRIPTIONGROUP), so that brokers without
-// autoCreateSubscriptionGroup accept the readers.
-func (a admin) createTopic(ctx context.Context, topic, group string, queues int) error {
+// sends).
+func (a admin) createTopic(ctx context.Context, topic string, queues int) error {
 	addrs, err := a.masters(ctx)
 	if err != nil {
 		return err
 	}
 	n := strconv.Itoa(queues)
-	groupConfig, err := json.Marshal(map[string]any{
+	for _, addr := range addrs {
+		if err := a.broker(ctx, addr, reqUpdateCreateTopic, map[string]string{
+			"topic": topic, "defaultTopic": "TBW102", "readQueueNums": n, "writeQueueNums": n,
+			"perm": "6", "topicFilterType": "SINGLE_TAG", "topicSysFlag": "0", "order": "false",
+		}, nil); err != nil {
+			return fmt.Errorf("create topic %s: %w", topic, err)
+		}
+	}
+	return nil
+}
+
+// createGroup creates (or updates) the consumer group on every master
+// broker (UPDATE_AND_CREATE_SUBSCRIPTIONGROUP), so that brokers without
+// autoCreateSubscriptionGroup accept the readers.
+func (a admin) createGroup(ctx context.Context, group string) error {
+	addrs, err := a.masters(ctx)
+	if err != nil {
+		return err
+	}
+	config, err := json.Marshal(map[string]any{
 		"groupName": group, "consumeEnable": true, "consumeFromMinEnable": true, "consumeBroadcastEnable": true,
 		"retryQueueNums": 1, "retryMaxTimes": 16, "brokerId": 0, "whichBrokerWhenConsumeSlowly": 1,
 		"notifyConsumerIdsChangedEnable": true,
@@ -123,13 +140,7 @@ func (a admin) createTopic(ctx context.Context, topic, group string, queues int)
 		return err
 	}
 	for _, addr := range addrs {
-		if err := a.broker(ctx, addr, reqUpdateCreateTopic, map[string]string{
-			"topic": topic, "defaultTopic": "TBW102", "readQueueNums": n, "writeQueueNums": n,
-			"perm": "6", "topicFilterType": "SINGLE_TAG", "topicSysFlag": "0", "order": "false",
-		}, nil); err != nil {
-			return fmt.Errorf("create topic %s: %w", topic, err)
-		}
-		if err := a.broker(ctx, addr, reqUpdateCreateGroup, map[string]string{}, groupConfig); err != nil {
+		if err := a.broker(ctx, addr, reqUpdateCreateGroup, map[string]string{}, config); err != nil {
 			return fmt.Errorf("create group %s: %w", group, err)
 		}
 	}

@@ -217,10 +217,10 @@ func (q *Queue) validName(name string) error {
 	return nil
 }
 
-// ensureTopic creates name's topic and group unless the topic is known to
-// exist or has a route (an existing topic is left as it is). It returns
-// once the name servers route the topic, so that the producer and readers
-// find it, bounded by ctx and routeWait.
+// ensureTopic creates name's topic unless it is known to exist or has a
+// route (an existing topic is left as it is; CreateQueue adds the group). It
+// returns once the name servers route the topic, so that the producer and
+// readers find it, bounded by ctx and routeWait.
 func (q *Queue) ensureTopic(ctx context.Context, name string) error {
 	topic := q.Topic(name)
 	q.mu.Lock()
@@ -234,7 +234,7 @@ func (q *Queue) ensureTopic(ctx context.Context, name string) error {
 		return fmt.Errorf("queue %s: route of %s: %w", name, topic, err)
 	}
 	if bqs == nil {
-		if err := q.adm.createTopic(ctx, topic, topic, q.cfg.Queues); err != nil {
+		if err := q.adm.createTopic(ctx, topic, q.cfg.Queues); err != nil {
 			return fmt.Errorf("queue %s: %w", name, err)
 		}
 		if err := q.awaitRoute(ctx, topic); err != nil {
@@ -515,15 +515,21 @@ func statusName(st primitive.SendStatus) string {
 }
 
 // CreateQueue implements queue.Queue: it creates the topic with
-// Config.Queues queues and the consumer group on every master broker,
-// unless the topic exists. The group's readers start at the topic's
-// earliest message when the group has no offset, so messages published
-// before are read.
+// Config.Queues queues on every master broker unless it exists, and
+// creates (or updates) the consumer group. The group's readers start at
+// the topic's earliest message when the group has no offset, so messages
+// published before are read.
 func (q *Queue) CreateQueue(ctx context.Context, name string) error {
 	if err := q.check(name); err != nil {
 		return err
 	}
-	return q.ensureTopic(ctx, name)
+	if err := q.ensureTopic(ctx, name); err != nil {
+		return err
+	}
+	if err := q.adm.createGroup(ctx, q.Topic(name)); err != nil {
+		return fmt.Errorf("queue %s: %w", name, err)
+	}
+	return nil
 }
 
 // DeleteQueue implements queue.Queue: it refuses with queue.ErrNotEmpty
