@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"reflect"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,4 +103,81 @@ func TestAsyncE2ERocketQueue(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestAsyncE2ERocketQueueKillAfterAccept is TestAsyncE2EKillAfterAccept on
+// RocketMQ: Sluice is SIGKILLed the moment the last 202 arrived and
+// restarted on the same data directory; every accepted task must succeed,
+// the function having answered each at least once. The tasks' messages
+// were stored by the broker (SEND_OK before each 202); those not
+// acknowledged, or acknowledged after the client last persisted its
+// offsets, are delivered again after the restart.
+func TestAsyncE2ERocketQueueKillAfterAccept(t *testing.T) {
+	fnAddr, admin := testenv.FreeAddr(t), testenv.FreeAddr(t)
+	ledger := filepath.Join(t.TempDir(), "ledger")
+	startProc(t, bin(t, "function"), "-addr", fnAddr, "-quiet", "-latency", "100ms", "-ledger", ledger)
+	waitHTTP(t, "http://"+fnAddr+"/healthz")
+	cfg := asyncSetup(t, fnAddr)
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	queueURL := "rocketmq://" + testenv.RocketMQNameServer(t) + "?prefix=kill" + hex.EncodeToString(b[:]) + "&queues=2"
+	args := []string{"run", cfg, "--data-dir", filepath.Join(t.TempDir(), "data"), "--admin-addr", admin,
+		"--queue", queueURL, "--log-level", "warn"}
+	sluice := startProc(t, bin(t, "sluice"), args...)
+	waitHTTP(t, "http://"+admin+"/healthz")
+
+	const n = 200
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				var r struct{ TaskID string }
+				code, err := apiDo(http.MethodPost, "http://"+admin+"/v1/functions/work/invocations", []byte(fmt.Sprintf(`{"i": %d}`, i)), &r)
+				if err != nil || code != http.StatusAccepted || r.TaskID == "" {
+					errs <- fmt.Errorf("submission %d: %d %v", i, code, err)
+					return
+				}
+				ids[i] = r.TaskID
+			}
+		}()
+	}
+	wg.Wait()
+	if err := sluice.stop(t, syscall.SIGKILL); err == nil {
+		t.Fatal("sluice exited cleanly after SIGKILL?")
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d tasks answered before the kill", len(ledgerLines(t, ledger)), n)
+
+	startProc(t, bin(t, "sluice"), args...)
+	waitHTTP(t, "http://"+admin+"/healthz")
+	deadline := time.Now().Add(5 * time.Minute)
+	for _, id := range ids {
+		for {
+			var task asyncTask
+			code := apiCall(t, http.MethodGet, "http://"+admin+"/v1/tasks/"+id, nil, &task)
+			if code == http.StatusOK && task.State == "succeeded" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("task %s: %d %+v after the restart", id, code, task)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	answered := ledgerLines(t, ledger)
+	redone := 0
+	for _, id := range ids {
+		if answered[id] == 0 {
+			t.Fatalf("task %s succeeded but the function never answered it", id)
+		}
+		redone += answered[id] - 1
+	}
+	t.Logf("%d calls repeated after the kill (at-least-once)", redone)
 }
