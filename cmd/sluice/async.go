@@ -46,7 +46,7 @@ func (f *asyncFlags) register(c *cobra.Command) {
 	fs.StringVar(&f.dataDir, "data-dir", "./.sluice-data", "directory of the embedded task queue and task store (Function documents)")
 	fs.StringVar(&f.taskStore, "task-store", "", "task store: empty for the embedded store in --data-dir, or a postgres:// URL shared by several instances")
 	fs.StringVar(&f.taskSchema, "task-store-schema", "", "PostgreSQL schema of the task store (default: the connection's search_path)")
-	fs.StringVar(&f.queueURL, "queue", "", "task queue: empty for the embedded NATS JetStream in --data-dir, nats://host:port of a NATS cluster, kafka://host:port[,host:port][?prefix=P&partitions=N] of a Kafka cluster, or rocketmq://namesrv:port[;namesrv:port][?prefix=P&queues=N] of a RocketMQ cluster, shared by several instances")
+	fs.StringVar(&f.queueURL, "queue", "", "task queue: empty for the embedded NATS JetStream in --data-dir, nats://host:port of a NATS cluster, kafka://host:port[,host:port][?prefix=P&partitions=N] of a Kafka cluster, rocketmq://namesrv:port[;namesrv:port][?prefix=P&queues=N] of a RocketMQ cluster, or amqp[s]://user:pass@host:port/vhost[?prefix=P&type=quorum|classic&cafile=F] of a RabbitMQ broker, shared by several instances")
 	fs.StringVar(&f.apiAddr, "api-addr", "", "listen address of the invoke, task and bus APIs (default: served on --admin-addr; the bus API is served there too)")
 	fs.StringVar(&f.instance, "instance", "", "this instance's name, stable across restarts (default: generated once and kept in --data-dir)")
 	fs.IntVar(&f.workers, "workers", 256, "tasks in progress at once across all tenants, divided among them by weight")
@@ -114,6 +114,8 @@ func startAsync(ctx context.Context, cfg *pipelines.Config, f asyncFlags, deps e
 		}
 	case strings.HasPrefix(f.queueURL, rocketQueueScheme):
 		a.q, err = openRocketQueue(ctx, f.queueURL, log)
+	case isRabbitQueueURL(f.queueURL):
+		a.q, err = openRabbitQueue(ctx, f.queueURL, log)
 	default:
 		a.q, err = queue.OpenNATS(ctx, f.queueURL, qcfg, log)
 	}
@@ -146,6 +148,9 @@ func startAsync(ctx context.Context, cfg *pipelines.Config, f asyncFlags, deps e
 	}
 	if strings.HasPrefix(f.queueURL, rocketQueueScheme) {
 		q = "rocketmq"
+	}
+	if isRabbitQueueURL(f.queueURL) {
+		q = "rabbitmq"
 	}
 	log.Info("async service started", "functions", len(cfg.Functions), "tenants", len(cfg.Tenants),
 		"instance", instance, "data_dir", f.dataDir, "task_store", store, "queue", q)
