@@ -3,11 +3,16 @@ package rabbitq
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/sluicehq/sluice/connectors"
+	"github.com/sluicehq/sluice/internal/cetest"
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/pipelines"
 	"github.com/sluicehq/sluice/runtime/queue"
@@ -77,5 +82,246 @@ func TestTooLarge(t *testing.T) {
 	_, err := q.Publish(ctxOf(t), "big", "", make([]byte, 4096), nil)
 	if !errors.Is(err, queue.ErrTooLarge) {
 		t.Fatalf("Publish of 4 KiB with a 1 KiB limit: %v, want ErrTooLarge", err)
+	}
+}
+
+// openPrefix opens a second Queue on the same prefix as q, as another
+// process would.
+func openPrefix(t *testing.T, q *Queue) *Queue {
+	t.Helper()
+	o, err := Open(ctxOf(t), Config{URL: q.cfg.URL, Prefix: q.cfg.Prefix}, nil)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = o.Close(context.Background()) })
+	return o
+}
+
+func connect(t *testing.T, q *Queue, name string) connectors.Source {
+	t.Helper()
+	src := q.Source(name, connectors.Options{Window: 8, Name: "test"})
+	if err := src.Connect(ctxOf(t)); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = src.Close(ctx)
+	})
+	return src
+}
+
+func depth(t *testing.T, q *Queue, name string) int {
+	t.Helper()
+	n, err := q.Depth(ctxOf(t), name)
+	if err != nil {
+		t.Fatalf("Depth(%s): %v", name, err)
+	}
+	return n
+}
+
+// TestRetryAfterWaitsInRetryQueue: a message acknowledged with RetryAfter
+// is not delivered again before the delay, counts in Depth meanwhile (it
+// waits in the retry queue), and comes back as it was.
+func TestRetryAfterWaitsInRetryQueue(t *testing.T) {
+	q := open(t, Config{})
+	t.Cleanup(func() { _ = q.Close(context.Background()) })
+	name := "retry"
+	ev := cetest.Full(t, "later")
+	data, headers, err := queue.EncodeEvent(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Publish(ctxOf(t), name, "msg-later", data, headers); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	src := connect(t, q, name)
+	_, ack, err := src.Read(ctxOf(t))
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	const delay = 1500 * time.Millisecond
+	acked := time.Now()
+	if err := ack(ctxOf(t), queue.RetryAfter(errors.New("not now"), delay)); err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+	if n := depth(t, q, name); n != 1 {
+		t.Fatalf("Depth while waiting for the retry = %d, want 1", n)
+	}
+	msg, ack, err := src.Read(ctxOf(t))
+	if err != nil {
+		t.Fatalf("Read after the delay: %v", err)
+	}
+	if waited := time.Since(acked); waited < delay {
+		t.Fatalf("delivered again after %s, before the %s asked for", waited, delay)
+	}
+	cetest.Equal(t, ev, msg.Event)
+	if msg.Coordinates.ID != "msg-later" || msg.Coordinates.Topic != name {
+		t.Fatalf("Coordinates = %+v, want ID msg-later and Topic %s", msg.Coordinates, name)
+	}
+	if err := ack(ctxOf(t), nil); err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+	for depth(t, q, name) != 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestQueuesSeenByOtherInstances: the registry is shared: a second Queue
+// on the same prefix lists what the first created, and not what it
+// deleted.
+func TestQueuesSeenByOtherInstances(t *testing.T) {
+	q := open(t, Config{})
+	t.Cleanup(func() { _ = q.Close(context.Background()) })
+	for _, name := range []string{"a.one", "b.two"} {
+		if err := q.CreateQueue(ctxOf(t), name); err != nil {
+			t.Fatalf("CreateQueue(%s): %v", name, err)
+		}
+	}
+	other := openPrefix(t, q)
+	got, err := other.Queues(ctxOf(t))
+	if err != nil || !slices.Equal(got, []string{"a.one", "b.two"}) {
+		t.Fatalf("Queues() = %v, %v; want [a.one b.two]", got, err)
+	}
+	if err := q.DeleteQueue(ctxOf(t), "a.one"); err != nil {
+		t.Fatalf("DeleteQueue: %v", err)
+	}
+	got, err = other.Queues(ctxOf(t))
+	if err != nil || !slices.Equal(got, []string{"b.two"}) {
+		t.Fatalf("Queues() after the deletion = %v, %v; want [b.two]", got, err)
+	}
+}
+
+// TestPublishAfterDeletionElsewhere: a queue deleted by another process
+// since this one declared it is declared again (the mandatory publish
+// comes back unroutable instead of vanishing).
+func TestPublishAfterDeletionElsewhere(t *testing.T) {
+	q := open(t, Config{})
+	t.Cleanup(func() { _ = q.Close(context.Background()) })
+	if _, err := q.Publish(ctxOf(t), "gone", "", []byte("x"), nil); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	other := openPrefix(t, q)
+	src := connect(t, other, "gone")
+	_, ack, err := src.Read(ctxOf(t))
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	if err := ack(ctxOf(t), nil); err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+	if err := other.DeleteQueue(ctxOf(t), "gone"); !errors.Is(err, queue.ErrNotEmpty) {
+		t.Fatalf("DeleteQueue with a reader attached: %v, want ErrNotEmpty", err)
+	}
+	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := src.Close(closeCtx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	// The broker counts the consumer until its cancel went through.
+	for {
+		err := other.DeleteQueue(ctxOf(t), "gone")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, queue.ErrNotEmpty) {
+			t.Fatalf("DeleteQueue: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := q.Publish(ctxOf(t), "gone", "", []byte("y"), nil); err != nil {
+		t.Fatalf("Publish after the deletion elsewhere: %v", err)
+	}
+	if n := depth(t, q, "gone"); n != 1 {
+		t.Fatalf("Depth = %d, want 1", n)
+	}
+}
+
+// TestMoveFilter: Move transfers only what the filter accepts, showing it
+// the message as published; the rest stays.
+func TestMoveFilter(t *testing.T) {
+	q := open(t, Config{})
+	t.Cleanup(func() { _ = q.Close(context.Background()) })
+	for i, tenant := range []string{"x", "y", "x"} {
+		ev := cetest.New(t, fmt.Sprintf("m-%d", i), map[string]any{"i": i})
+		ev.SetExtension("tenant", tenant)
+		data, headers, err := queue.EncodeEvent(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := q.Publish(ctxOf(t), "from", fmt.Sprintf("id-%d", i), data, headers); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	var seen []string
+	n, err := q.Move(ctxOf(t), "from", "to", func(m *queue.Stored) bool {
+		if m.Queue != "from" || m.Headers[queue.ContentTypeHeader] != "application/json" || len(m.Data) == 0 {
+			t.Errorf("filter saw %+v", m)
+		}
+		seen = append(seen, m.MsgID)
+		return m.Headers[queue.HeaderPrefix+"tenant"] == "x"
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("Move = %d, %v; want 2", n, err)
+	}
+	slices.Sort(seen)
+	if !slices.Equal(seen, []string{"id-0", "id-1", "id-2"}) {
+		t.Fatalf("filter saw %v, want each message once", seen)
+	}
+	if from, to := depth(t, q, "from"), depth(t, q, "to"); from != 1 || to != 2 {
+		t.Fatalf("Depth after Move: from %d, to %d; want 1, 2", from, to)
+	}
+	src := connect(t, q, "to")
+	for range 2 {
+		msg, ack, err := src.Read(ctxOf(t))
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+		if msg.Event.Extensions()["tenant"] != "x" || !strings.HasPrefix(msg.Coordinates.ID, "id-") {
+			t.Fatalf("moved message %s: %+v", msg.Coordinates.ID, msg.Event)
+		}
+		_ = ack(ctxOf(t), nil)
+	}
+}
+
+// TestPlainMessage: a message that is not a CloudEvent is wrapped into one
+// whose id is the msgID.
+func TestPlainMessage(t *testing.T) {
+	q := open(t, Config{})
+	t.Cleanup(func() { _ = q.Close(context.Background()) })
+	if _, err := q.Publish(ctxOf(t), "plain", "m1", []byte("hello"), nil); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	src := connect(t, q, "plain")
+	msg, ack, err := src.Read(ctxOf(t))
+	if err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	defer func() { _ = ack(ctxOf(t), nil) }()
+	if msg.DecodeErr != nil || msg.Event.Type() != queue.WrappedEventType || msg.Event.ID() != "m1" ||
+		msg.Coordinates.ID != "m1" || string(msg.Event.Data()) != "hello" {
+		t.Fatalf("plain message read as %+v (%v), coordinates %+v", msg.Event, msg.DecodeErr, msg.Coordinates)
+	}
+}
+
+// TestReconnectAfterConnectionLoss: the Queue dials again when its
+// connection was lost.
+func TestReconnectAfterConnectionLoss(t *testing.T) {
+	q := open(t, Config{})
+	t.Cleanup(func() { _ = q.Close(context.Background()) })
+	if _, err := q.Publish(ctxOf(t), "lost", "", []byte("1"), nil); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	q.mu.Lock()
+	conn := q.conn
+	q.mu.Unlock()
+	if err := conn.Close(); err != nil {
+		t.Fatalf("closing the connection: %v", err)
+	}
+	if _, err := q.Publish(ctxOf(t), "lost", "", []byte("2"), nil); err != nil {
+		t.Fatalf("Publish after the connection was lost: %v", err)
+	}
+	if n := depth(t, q, "lost"); n != 2 {
+		t.Fatalf("Depth = %d, want 2", n)
 	}
 }
