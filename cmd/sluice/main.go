@@ -5,6 +5,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -173,7 +174,7 @@ func runCmd(stdout, stderr io.Writer) *cobra.Command {
 	var f runFlags
 	c := &cobra.Command{
 		Use:   "run PATH...",
-		Short: "Run the pipelines in the given files or directories until SIGINT/SIGTERM",
+		Short: "Run the pipelines in the given files or directories until SIGINT/SIGTERM (SIGHUP reloads the pipelines)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, paths []string) error {
 			return runPipelines(cmd.Context(), paths, f, stdout, stderr)
@@ -270,7 +271,21 @@ func runPipelines(parent context.Context, paths []string, f runFlags, stdout, st
 	go func() { srvErr <- srv.Serve(ln) }()
 	log.Info("sluice started", "version", version, "pipelines", len(specs), "admin", "http://"+ln.Addr().String())
 
+	reloads := reg.Reloads()
+	reloads.Loaded(float64(time.Now().Unix()), false)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reloadCtx, stopReloads := context.WithCancel(ctx)
+	reloaderDone := make(chan struct{})
+	go func() {
+		defer close(reloaderDone)
+		reloadOnHUP(reloadCtx, hup, paths, cfg, runner, reloads, log)
+	}()
+
 	runErr := runner.Run(ctx)
+	stopReloads()
+	<-reloaderDone
 	if runErr != nil && busRT != nil {
 		stop() // every pipeline failed: stop the buses too
 	}
@@ -290,4 +305,49 @@ func runPipelines(parent context.Context, paths []string, f runFlags, stdout, st
 	}
 	log.Info("sluice stopped")
 	return runErr
+}
+
+// reloadOnHUP reloads the configuration on every SIGHUP until ctx ends:
+// the files are loaded and validated again (all errors reported, with
+// positions), then the runner replaces the pipelines that changed (see
+// engine.Runner.Reload). A refused reload leaves everything running as it
+// was. Tenant, Function and Bus documents are read only at start: a change
+// to them is reported, not applied.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, paths []string, started *pipelines.Config, runner *engine.Runner, rec *metrics.Reloads, log *slog.Logger) {
+	startDocs := otherDocs(started)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		log.Info("SIGHUP: reloading the configuration", "paths", paths)
+		next, err := loadConfig(paths)
+		if err != nil {
+			rec.Refused()
+			log.Error("configuration reload refused; the running configuration stays", "err", err)
+			continue
+		}
+		if otherDocs(next) != startDocs {
+			log.Warn("Tenant, Function or Bus documents changed: they are read only at start; restart Sluice to apply them (pipelines are reloaded)")
+		}
+		res, err := runner.Reload(next.Pipelines)
+		if err != nil {
+			rec.Refused()
+			log.Error("configuration reload refused; the running configuration stays", "err", err)
+			continue
+		}
+		rec.Loaded(float64(time.Now().Unix()), true)
+		log.Info("configuration reload applied", "started", res.Started, "restarted", res.Restarted,
+			"stopped", res.Stopped, "unchanged", len(res.Unchanged))
+	}
+}
+
+// otherDocs is the canonical form of the documents a reload does not apply.
+func otherDocs(cfg *pipelines.Config) string {
+	b, err := json.Marshal([]any{cfg.Tenants, cfg.Functions, cfg.Buses})
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
 }

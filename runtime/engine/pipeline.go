@@ -187,10 +187,11 @@ func Build(spec *pipelines.Pipeline, deps Deps, comps Components) (p *Pipeline, 
 	if p.src, err = newSource(spec.Spec.Source, connectors.Options{Window: d.Window, Name: id}, SourceEnv{Log: log, Metrics: p.rec}); err != nil {
 		return nil, fmt.Errorf("pipeline %s: source %s: %w", id, kind, err)
 	}
+	built := p // the error returns below set p to nil
 	defer func() {
 		if err != nil {
-			p.closeSinks(context.Background())
-			_ = p.src.Close(context.Background())
+			built.closeSinks(context.Background())
+			_ = built.src.Close(context.Background())
 		}
 	}()
 	if br, ok := p.src.(connectors.BrokerRetrier); ok {
