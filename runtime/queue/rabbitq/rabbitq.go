@@ -60,7 +60,7 @@ const (
 
 // publishChannels bounds the confirm channels used at once: Publish holds
 // one for the duration of one confirm, so this many publishes overlap.
-const publishChannels = 16
+const publishChannels = 64
 
 // closeTimeout bounds the connection's close handshake.
 const closeTimeout = 2 * time.Second
@@ -442,9 +442,11 @@ func (q *Queue) ensureQueue(ctx context.Context, name string) error {
 	return nil
 }
 
-// ensureRetryQueue declares name's retry queue: a classic durable queue
-// without readers whose messages, each with its own expiration, are
-// dead-lettered back to name's queue when they expire.
+// ensureRetryQueue declares name's retry queue: a durable queue of the
+// configured type without readers whose messages, each with its own
+// expiration, are dead-lettered back to name's queue when they expire. A
+// quorum retry queue dead-letters at least once (it keeps a message until
+// name's queue confirmed it); a classic one at most once.
 func (q *Queue) ensureRetryQueue(ctx context.Context, name string) error {
 	rn := q.retryName(name)
 	q.mu.Lock()
@@ -453,11 +455,17 @@ func (q *Queue) ensureRetryQueue(ctx context.Context, name string) error {
 	if known {
 		return nil
 	}
+	args := amqp.Table{
+		"x-dead-letter-exchange":    "",
+		"x-dead-letter-routing-key": q.QueueName(name),
+	}
+	if q.cfg.QueueType == pipelines.RabbitQueueQuorum {
+		args["x-queue-type"] = pipelines.RabbitQueueQuorum
+		args["x-dead-letter-strategy"] = "at-least-once"
+		args["x-overflow"] = "reject-publish" // required by at-least-once
+	}
 	err := q.withChannel(ctx, func(ch *amqp.Channel) error {
-		_, err := ch.QueueDeclare(rn, true, false, false, false, amqp.Table{
-			"x-dead-letter-exchange":    "",
-			"x-dead-letter-routing-key": q.QueueName(name),
-		})
+		_, err := ch.QueueDeclare(rn, true, false, false, false, args)
 		return err
 	})
 	if err != nil {
@@ -604,8 +612,8 @@ func (q *Queue) Depth(ctx context.Context, name string) (int, error) {
 // while the queue or its retry queue holds messages, this process's
 // Sources hold deliveries, or any reader is attached (a reader in another
 // process may hold deliveries nobody can count). Then it deletes the retry
-// queue (if empty) and the queue: a classic queue only if still empty and
-// unused, which the broker checks atomically; quorum queues support no
+// queue and the queue: classic ones only if still empty (and the queue
+// unused), which the broker checks atomically; quorum queues support no
 // such condition, so a publish or a reader racing the deletion of a quorum
 // queue can lose messages (the async service neither publishes to nor
 // reads a queue it deletes).
@@ -629,14 +637,14 @@ func (q *Queue) DeleteQueue(ctx context.Context, name string) error {
 		return fmt.Errorf("queue %s: %w: %d messages stored, %d readers attached", name, queue.ErrNotEmpty, n, consumers)
 	}
 	q.forget(name)
-	// Quorum queues support neither if-unused nor if-empty (the broker
-	// closes the connection).
+	// Quorum queues (a quorum queue's retry queue is one too) support
+	// neither if-unused nor if-empty: the broker closes the connection.
 	classic := q.cfg.QueueType == pipelines.RabbitQueueClassic
 	for _, d := range []struct {
 		name              string
 		ifUnused, ifEmpty bool
 	}{
-		{rn, false, true},
+		{rn, false, classic},
 		{qn, classic, classic},
 	} {
 		err := q.withChannel(ctx, func(ch *amqp.Channel) error {

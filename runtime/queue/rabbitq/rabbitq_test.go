@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/connectors"
@@ -165,6 +166,37 @@ func TestRetryAfterWaitsInRetryQueue(t *testing.T) {
 	for depth(t, q, name) != 0 {
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Both queues go, the retry queue included.
+	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := src.Close(closeCtx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	deleteWhenIdle(t, q, name)
+	err = q.withChannel(ctxOf(t), func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclarePassive(q.retryName(name), true, false, false, false, nil)
+		return err
+	})
+	if ae := (*amqp.Error)(nil); !errors.As(err, &ae) || ae.Code != amqp.NotFound {
+		t.Fatalf("retry queue after DeleteQueue: %v, want NOT_FOUND", err)
+	}
+}
+
+// deleteWhenIdle deletes name once the broker no longer counts a closed
+// reader's consumer.
+func deleteWhenIdle(t *testing.T, q *Queue, name string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := q.DeleteQueue(ctxOf(t), name)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, queue.ErrNotEmpty) || time.Now().After(deadline) {
+			t.Fatalf("DeleteQueue: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestQueuesSeenByOtherInstances: the registry is shared: a second Queue
@@ -218,17 +250,7 @@ func TestPublishAfterDeletionElsewhere(t *testing.T) {
 	if err := src.Close(closeCtx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	// The broker counts the consumer until its cancel went through.
-	for {
-		err := other.DeleteQueue(ctxOf(t), "gone")
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, queue.ErrNotEmpty) {
-			t.Fatalf("DeleteQueue: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	deleteWhenIdle(t, other, "gone")
 	if _, err := q.Publish(ctxOf(t), "gone", "", []byte("y"), nil); err != nil {
 		t.Fatalf("Publish after the deletion elsewhere: %v", err)
 	}
