@@ -47,6 +47,7 @@ type countingRecorder struct {
 	mu       sync.Mutex
 	limits   []int
 	inFlight int
+	waiting  int
 	cuts     int
 }
 
@@ -60,6 +61,18 @@ func (r *countingRecorder) SetInFlight(n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.inFlight = n
+}
+
+func (r *countingRecorder) SetWaiting(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waiting = n
+}
+
+func (r *countingRecorder) Waiting() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.waiting
 }
 
 func (r *countingRecorder) Cut() {
@@ -254,6 +267,87 @@ func TestNoGrowthWhenIdle(t *testing.T) {
 	if l.Limit() != 10 {
 		t.Fatalf("idle limiter grew to %d", l.Limit())
 	}
+}
+
+// TestNoGrowthBelowTheLimit: callers that keep more than half the limit but
+// never all of it busy do not grow it (issue 4's "in-flight at least half
+// the limit" let such a limit grow while its top slots were never used);
+// once they use it up, it grows, and it stops one above what they use.
+func TestNoGrowthBelowTheLimit(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	l := NewAIMD(Config{Initial: 20, Max: 100, Now: clock.Now})
+	// run keeps demand calls in flight for n completions, replacing each
+	// completed call by a new one, 1 ms of fake time apart.
+	var rels []func(Outcome)
+	run := func(demand, n int) {
+		t.Helper()
+		for len(rels) < demand {
+			rels = append(rels, mustAcquire(t, l, 1)[0])
+		}
+		for range n {
+			clock.Advance(time.Millisecond)
+			rels[0](Success)
+			rels = append(rels[1:], mustAcquire(t, l, 1)[0])
+		}
+	}
+	run(15, 100*20) // a hundred windows' worth at three quarters of the limit
+	if got := l.Limit(); got != 20 {
+		t.Fatalf("limit with 15 of 20 slots used = %d, want 20", got)
+	}
+	run(20, 20) // every slot used: one window grows it
+	if got := l.Limit(); got != 21 {
+		t.Fatalf("limit after a window with every slot used = %d, want 21", got)
+	}
+	run(20, 100*21) // 20 of 21 used from now on
+	if got := l.Limit(); got != 21 {
+		t.Fatalf("limit with 20 of 21 slots used = %d, want 21", got)
+	}
+	for _, rel := range rels {
+		rel(Ignore)
+	}
+}
+
+// TestWaitingCallersUseTheLimit: a caller waiting for a slot counts as the
+// limit being used up, for growth and for the Recorder.
+func TestWaitingCallersUseTheLimit(t *testing.T) {
+	t.Parallel()
+	rec := &countingRecorder{}
+	l := NewAIMD(Config{Initial: 4, Max: 100, Recorder: rec})
+	rels := mustAcquire(t, l, 4)
+	granted := make(chan func(Outcome))
+	go func() {
+		rel, err := l.Acquire(context.Background())
+		if err != nil {
+			t.Errorf("waiter: %v", err)
+			close(granted)
+			return
+		}
+		granted <- rel
+	}()
+	waitFor(t, "waiter to queue", func() bool { return l.Waiting() == 1 })
+	if got := rec.Waiting(); got != 1 {
+		t.Fatalf("recorded waiting = %d, want 1", got)
+	}
+	// Each release hands the slot to the waiter (the first) or finds
+	// nobody waiting with three of four slots busy; all four calls ran
+	// while the limit was used up, so they make a window.
+	for i, rel := range rels {
+		rel(Success)
+		if i == 0 {
+			rels[0] = <-granted
+			if rels[0] == nil {
+				t.FailNow()
+			}
+		}
+	}
+	if got := rec.Waiting(); got != 0 {
+		t.Fatalf("recorded waiting after the grant = %d, want 0", got)
+	}
+	if got := l.Limit(); got != 5 {
+		t.Fatalf("limit after four calls that ran with the limit used up = %d, want 5", got)
+	}
+	rels[0](Ignore)
 }
 
 func TestLatencyGuard(t *testing.T) {

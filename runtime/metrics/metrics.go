@@ -46,6 +46,7 @@ type Registry struct {
 	sourceUp      *prometheus.GaugeVec
 	flowLimit     *prometheus.GaugeVec
 	flowInFlight  *prometheus.GaugeVec
+	flowWaiting   *prometheus.GaugeVec
 	flowCuts      *prometheus.CounterVec
 	pipelineState *prometheus.GaugeVec
 }
@@ -97,6 +98,9 @@ func New(version string) *Registry {
 	r.flowInFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_flow_in_flight", Help: "Invocations in flight per function endpoint.",
 	}, fl)
+	r.flowWaiting = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_flow_waiting", Help: "Invocations waiting for a slot of the AIMD limit (or for a Retry-After pause) per function endpoint.",
+	}, fl)
 	r.flowCuts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_flow_cuts_total", Help: "Multiplicative decreases of the AIMD limit per function endpoint.",
 	}, fl)
@@ -109,7 +113,7 @@ func New(version string) *Registry {
 	build.Set(1)
 	r.reg.MustRegister(r.received, r.processed, r.retries, r.deadLetters, r.fnDuration, r.e2eDuration,
 		r.inFlight, r.sinkWrites, r.sinkDuration, r.lag, r.sourceUp, r.flowLimit,
-		r.flowInFlight, r.flowCuts, r.pipelineState, build,
+		r.flowInFlight, r.flowWaiting, r.flowCuts, r.pipelineState, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }
@@ -248,14 +252,15 @@ func (r *Registry) Limiter(function string) *Limiter {
 	return &Limiter{
 		limit:    r.flowLimit.WithLabelValues(function),
 		inFlight: r.flowInFlight.WithLabelValues(function),
+		waiting:  r.flowWaiting.WithLabelValues(function),
 		cuts:     r.flowCuts.WithLabelValues(function),
 	}
 }
 
 // Limiter records an AIMD limiter (it satisfies flow.Recorder).
 type Limiter struct {
-	limit, inFlight prometheus.Gauge
-	cuts            prometheus.Counter
+	limit, inFlight, waiting prometheus.Gauge
+	cuts                     prometheus.Counter
 }
 
 // SetLimit records the current limit.
@@ -263,6 +268,9 @@ func (l *Limiter) SetLimit(n int) { l.limit.Set(float64(n)) }
 
 // SetInFlight records the in-flight count.
 func (l *Limiter) SetInFlight(n int) { l.inFlight.Set(float64(n)) }
+
+// SetWaiting records the number of invocations waiting for a slot.
+func (l *Limiter) SetWaiting(n int) { l.waiting.Set(float64(n)) }
 
 // Cut counts a multiplicative decrease.
 func (l *Limiter) Cut() { l.cuts.Inc() }

@@ -68,6 +68,26 @@ func TestEveryMetricIsSluicePrefixed(t *testing.T) {
 	}
 }
 
+func TestLimiterRecorder(t *testing.T) {
+	r := New("v1")
+	l := r.Limiter("http://f/")
+	l.SetLimit(12)
+	l.SetInFlight(12)
+	l.SetWaiting(5)
+	l.Cut()
+	body := scrape(t, r)
+	for series, want := range map[string]string{
+		`sluice_flow_limit{function="http://f/"}`:      "12",
+		`sluice_flow_in_flight{function="http://f/"}`:  "12",
+		`sluice_flow_waiting{function="http://f/"}`:    "5",
+		`sluice_flow_cuts_total{function="http://f/"}`: "1",
+	} {
+		if got := strings.TrimSpace(strings.TrimPrefix(findLine(body, series), series)); got != want {
+			t.Errorf("%s = %q, want %s", series, got, want)
+		}
+	}
+}
+
 func scrape(t *testing.T, r *Registry) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
