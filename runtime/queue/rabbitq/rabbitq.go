@@ -108,8 +108,8 @@ func (c Config) withDefaults() Config {
 // queue.Queue for the ownership of Close.
 //
 // It owns one AMQP connection for publishing and administration, opened
-// again (with backoff, bounded by the caller's ctx) by the first call after
-// it was lost, and one goroutine per connection that follows the broker's
+// again by the first call after it was lost (see connection for the
+// backoff), and one goroutine per connection that follows the broker's
 // connection.blocked notices; it ends when its connection closes, and
 // Close waits for it. Sources have connections of their own.
 type Queue struct {
@@ -119,8 +119,13 @@ type Queue struct {
 	args   amqp.Table    // the task queues' x-arguments
 	pubSem chan struct{} // one token per confirm channel in use
 
-	dialMu   sync.Mutex // serialises (re)connecting
-	watchers sync.WaitGroup
+	// dialSem (capacity 1) is held while (re)connecting; it guards
+	// dialBackoff, dialErr and nextDial.
+	dialSem     chan struct{}
+	dialBackoff *backoff.ExponentialBackOff
+	dialErr     error     // the last failed dial's error
+	nextDial    time.Time // no dial before this after a failure
+	watchers    sync.WaitGroup
 
 	mu      sync.Mutex
 	closed  bool
@@ -133,9 +138,10 @@ type Queue struct {
 
 var _ queue.Queue = (*Queue)(nil)
 
-// Open checks cfg and connects. The caller owns the Queue and closes it.
+// Open checks cfg and connects, retrying with backoff while the broker is
+// unreachable, until ctx ends. The caller owns the Queue and closes it.
 // Errors wrap amqpconf.ErrConfig for a bad configuration; others are
-// connection errors (refused credentials are permanent, see
+// connection errors (refused credentials fail at once, see
 // amqpconf.IsPermanent).
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Queue, error) {
 	cfg = cfg.withDefaults()
@@ -167,8 +173,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Queue, error) {
 		log:    log.With("component", "queue", "queue_kind", "rabbitmq", "broker", host, "vhost", vhost),
 		pubSem: make(chan struct{}, publishChannels),
 		known:  map[string]bool{}, held: map[string]int{},
+		dialSem: make(chan struct{}, 1), dialBackoff: backoff.NewExponentialBackOff(),
 	}
-	if _, err := q.connection(ctx); err != nil {
+	q.dialBackoff.InitialInterval, q.dialBackoff.MaxInterval = 250*time.Millisecond, 10*time.Second
+	if err := q.connectRetrying(ctx); err != nil {
 		_ = q.Close(context.Background())
 		return nil, err
 	}
@@ -203,11 +211,18 @@ func (q *Queue) checkOpen() error {
 	return nil
 }
 
-// connection returns the live connection, dialling a new one (with backoff
-// while the failures are transient, until ctx ends) when there is none.
+// connection returns the live connection, or dials a new one when there
+// is none. One caller dials at a time; the others wait for it as long as
+// their ctx allows. After a failed dial, calls fail at once with its error
+// until the backoff delay (250 ms growing to 10 s) has passed, so that a
+// broker that is down costs each caller no more than its own attempt.
 func (q *Queue) connection(ctx context.Context) (*amqp.Connection, error) {
-	q.dialMu.Lock()
-	defer q.dialMu.Unlock()
+	select {
+	case q.dialSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("rabbitmq queue: connect: %w", ctx.Err())
+	}
+	defer func() { <-q.dialSem }()
 	q.mu.Lock()
 	c, closed := q.conn, q.closed
 	q.mu.Unlock()
@@ -217,28 +232,63 @@ func (q *Queue) connection(ctx context.Context) (*amqp.Connection, error) {
 	if c != nil && !c.IsClosed() {
 		return c, nil
 	}
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval = 250*time.Millisecond, 10*time.Second
-	for attempt := 1; ; attempt++ {
-		c, err := q.dialer.Dial(ctx)
-		if err == nil {
-			return q.adopt(c)
+	if wait := time.Until(q.nextDial); wait > 0 {
+		return nil, &dialError{err: q.dialErr, retryIn: wait}
+	}
+	c, err := q.dialer.Dial(ctx)
+	if err != nil {
+		delay := q.dialBackoff.NextBackOff()
+		q.dialErr, q.nextDial = err, time.Now().Add(delay)
+		q.log.Warn("rabbitmq queue: connect failed", "next_attempt_in", delay, "err", err)
+		return nil, &dialError{err: err}
+	}
+	q.dialBackoff.Reset()
+	return q.adopt(c)
+}
+
+// dialError is a failed (or, within the backoff delay, skipped) connect.
+type dialError struct {
+	err     error
+	retryIn time.Duration // > 0: no attempt was made; the next one after this
+}
+
+func (e *dialError) Error() string {
+	if e.retryIn > 0 {
+		return fmt.Sprintf("rabbitmq queue: not connected (next attempt in %s; last error: %v)", e.retryIn.Round(time.Millisecond), e.err)
+	}
+	return fmt.Sprintf("rabbitmq queue: connect: %v", e.err)
+}
+
+func (e *dialError) Unwrap() error { return e.err }
+
+// connectRetrying is connection for Open: it waits out the backoff delays
+// until it connects, the error is permanent (amqpconf.IsPermanent), or ctx
+// ends.
+func (q *Queue) connectRetrying(ctx context.Context) error {
+	for {
+		_, err := q.connection(ctx)
+		var de *dialError
+		if err == nil || !errors.As(err, &de) || amqpconf.IsPermanent(err) {
+			return err
 		}
-		if amqpconf.IsPermanent(err) {
-			return nil, fmt.Errorf("rabbitmq queue: connect: %w", err)
+		wait := de.retryIn
+		if wait <= 0 {
+			wait = time.Until(q.nextDialTime())
 		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("rabbitmq queue: connect (last error: %v): %w", err, ctx.Err())
-		}
-		delay := bo.NextBackOff()
-		q.log.Warn("rabbitmq queue: connect failed", "attempt", attempt, "next_delay", delay, "err", err)
-		t := time.NewTimer(delay)
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
+			return fmt.Errorf("%w (%w)", err, ctx.Err())
 		}
 	}
+}
+
+func (q *Queue) nextDialTime() time.Time {
+	q.dialSem <- struct{}{}
+	defer func() { <-q.dialSem }()
+	return q.nextDial
 }
 
 // adopt makes c the connection, unless the queue was closed meanwhile, and

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/connectors"
+	"github.com/sluicehq/sluice/connectors/rabbitmq/amqpconf"
 	"github.com/sluicehq/sluice/internal/cetest"
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/pipelines"
@@ -345,5 +346,33 @@ func TestReconnectAfterConnectionLoss(t *testing.T) {
 	}
 	if n := depth(t, q, "lost"); n != 2 {
 		t.Fatalf("Depth = %d, want 2", n)
+	}
+}
+
+// TestUnreachableBroker: Open gives up when its context ends; a Queue whose
+// broker vanished fails calls at once between backoff attempts.
+func TestUnreachableBroker(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	url := "amqp://guest:guest@" + testenv.FreeAddr(t) + "/"
+	_, err := Open(ctx, Config{URL: url}, nil)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Open of a closed port: %v, want the context's deadline", err)
+	}
+	q := open(t, Config{})
+	t.Cleanup(func() { _ = q.Close(context.Background()) })
+	q.dialer, err = amqpconf.New(url, time.Second, nil, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.mu.Lock()
+	conn := q.conn
+	q.mu.Unlock()
+	_ = conn.Close()
+	for range 2 { // the dial, then the backoff's refusal
+		var de *dialError
+		if _, err := q.Publish(ctxOf(t), "away", "", []byte("x"), nil); !errors.As(err, &de) {
+			t.Fatalf("Publish without a broker: %v, want a dialError", err)
+		}
 	}
 }
