@@ -376,3 +376,30 @@ func TestUnreachableBroker(t *testing.T) {
 		}
 	}
 }
+
+// TestTLS: the queue and its readers work over RabbitMQ's TLS listener,
+// the server's certificate verified against the test CA.
+func TestTLS(t *testing.T) {
+	q, err := Open(ctxOf(t), Config{
+		URL: testenv.RabbitTLSURL(t), Prefix: testenv.UniqueName(t, "sluice"),
+		TLS: &pipelines.TLSSpec{Enabled: true, CAFile: testenv.TLSCAFile(t)},
+	}, nil)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = q.Close(context.Background()) })
+	if _, err := q.Publish(ctxOf(t), "tls", "m1", []byte("x"), nil); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	src := connect(t, q, "tls")
+	msg, ack, err := src.Read(ctxOf(t))
+	if err != nil || msg.Coordinates.ID != "m1" {
+		t.Fatalf("Read: %v, %v", msg, err)
+	}
+	if err := ack(ctxOf(t), nil); err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+	for depth(t, q, "tls") != 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
