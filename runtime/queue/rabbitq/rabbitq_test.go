@@ -403,3 +403,54 @@ func TestTLS(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRetireSequence follows the async service's retire of a dedicated
+// queue: Move what is ready while a reader holds some messages, stop the
+// reader (its messages go back), Move again, delete. Every message ends up
+// in the target queue once, and the emptied queue is gone.
+func TestRetireSequence(t *testing.T) {
+	q := open(t, Config{})
+	t.Cleanup(func() { _ = q.Close(context.Background()) })
+	for i := range 5 {
+		if _, err := q.Publish(ctxOf(t), "from", fmt.Sprintf("id-%d", i), []byte("x"), nil); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+	}
+	src := q.Source("from", connectors.Options{Window: 2, Name: "held"})
+	if err := src.Connect(ctxOf(t)); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	for range 2 {
+		if _, _, err := src.Read(ctxOf(t)); err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+	}
+	if n := depth(t, q, "from"); n != 5 {
+		t.Fatalf("Depth with 2 held = %d, want 5", n)
+	}
+	moved, err := q.Move(ctxOf(t), "from", "to", nil)
+	if err != nil || moved != 3 {
+		t.Fatalf("Move with 2 held = %d, %v; want 3", moved, err)
+	}
+	if err := q.DeleteQueue(ctxOf(t), "from"); !errors.Is(err, queue.ErrNotEmpty) {
+		t.Fatalf("DeleteQueue with 2 held: %v, want ErrNotEmpty", err)
+	}
+	closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = src.Close(closeCtx) // unacknowledged: the broker requeues them
+	for depth(t, q, "from") != 2 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	moved, err = q.Move(ctxOf(t), "from", "to", nil)
+	if err != nil || moved != 2 {
+		t.Fatalf("Move after the reader stopped = %d, %v; want 2", moved, err)
+	}
+	deleteWhenIdle(t, q, "from")
+	if n := depth(t, q, "to"); n != 5 {
+		t.Fatalf("Depth of the target = %d, want 5", n)
+	}
+	queues, err := q.Queues(ctxOf(t))
+	if err != nil || !slices.Equal(queues, []string{"to"}) {
+		t.Fatalf("Queues() = %v, %v; want [to]", queues, err)
+	}
+}
