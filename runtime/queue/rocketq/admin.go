@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/sluicehq/sluice/connectors/rocketmq/rmqwire"
 )
@@ -25,6 +26,7 @@ type admin struct {
 // beyond those rmqwire names.
 const (
 	reqUpdateCreateTopic      = 17
+	reqGetBrokerRuntimeInfo   = 28
 	reqGetMinOffset           = 31
 	reqGetClusterInfo         = 106
 	reqUpdateCreateGroup      = 200
@@ -204,14 +206,21 @@ func (a admin) topics(ctx context.Context) ([]string, error) {
 // lag is the number of messages of topic past group's committed offsets,
 // summed over the topic's queues; where the group committed nothing, it
 // counts from the queue's earliest stored message (the queue's readers
-// start there). A topic without a route has none.
-func (a admin) lag(ctx context.Context, topic, group string) (int64, error) {
+// start there). A topic without a route has none. Each broker is first
+// settled (see settle) unless settled already holds it; lag adds it.
+func (a admin) lag(ctx context.Context, topic, group string, settled map[string]bool) (int64, error) {
 	bqs, err := a.route(ctx, topic)
 	if err != nil {
 		return 0, err
 	}
 	var total int64
 	for _, bq := range bqs {
+		if !settled[bq.Addr] {
+			if err := a.settle(ctx, bq.Addr); err != nil {
+				return 0, err
+			}
+			settled[bq.Addr] = true
+		}
 		for id := range bq.Queues {
 			qid := strconv.Itoa(id)
 			end, err := a.offset(ctx, bq.Addr, rmqwire.ReqGetMaxOffset, map[string]string{"topic": topic, "queueId": qid, "bname": bq.Name})
@@ -254,4 +263,66 @@ func (a admin) offset(ctx context.Context, addr string, code int, ext map[string
 		return 0, fmt.Errorf("offset %q in the answer", hdr.ExtFields["offset"])
 	}
 	return v, nil
+}
+
+// settleWait bounds settle: a broker's index normally trails its commit log
+// by milliseconds.
+const settleWait = 10 * time.Second
+
+// settle waits until the broker has indexed (dispatched to its consume
+// queues) everything its commit log held when settle began. A message is
+// SEND_OK once it is in the commit log, but a queue's max offset counts it
+// only once the broker's dispatcher indexed it: without this, a Depth
+// right after a Publish could miss the message, and DeleteQueue delete a
+// queue that is not empty. It compares the commit log's end at the start
+// with the dispatcher's position (end minus dispatchBehindBytes, from
+// GET_BROKER_RUNTIME_INFO), so it ends under a steady stream of writes too.
+func (a admin) settle(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, settleWait)
+	defer cancel()
+	target := int64(-1)
+	for {
+		end, behind, err := a.dispatch(ctx, addr)
+		if err != nil {
+			return fmt.Errorf("broker %s: runtime info: %w", addr, err)
+		}
+		if target < 0 {
+			target = end
+		}
+		if end-behind >= target {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("broker %s: its index trails its commit log by %d bytes: %w", addr, target-(end-behind), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// dispatch reads the broker's commit log end and how far its dispatcher
+// trails it, in bytes.
+func (a admin) dispatch(ctx context.Context, addr string) (end, behind int64, err error) {
+	hdr, body, err := a.wire.Call(ctx, addr, reqGetBrokerRuntimeInfo, nil, nil, true)
+	if err != nil {
+		return 0, 0, err
+	}
+	if hdr.Code != rmqwire.ResSuccess {
+		return 0, 0, fmt.Errorf("code %d: %s", hdr.Code, hdr.Remark)
+	}
+	var info struct {
+		Table map[string]string `json:"table"`
+	}
+	if err := json.Unmarshal(body, &info); err != nil {
+		return 0, 0, err
+	}
+	end, err = strconv.ParseInt(info.Table["commitLogMaxOffset"], 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("commitLogMaxOffset %q", info.Table["commitLogMaxOffset"])
+	}
+	behind, err = strconv.ParseInt(info.Table["dispatchBehindBytes"], 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("dispatchBehindBytes %q", info.Table["dispatchBehindBytes"])
+	}
+	return end, behind, nil
 }

@@ -275,9 +275,11 @@ func (q *Queue) forget(name string) {
 }
 
 // Publish implements queue.Queue. The message is sent synchronously and
-// counts as stored only when the broker answers SEND_OK; msgID becomes the
-// message key (KEYS, so that tools find a task's message by its id) and
-// the headers are written as properties in the binding of
+// counts as stored only when the broker answers SEND_OK; msgID travels as
+// the property queue.MsgIDHeader (what the source reads) and as the
+// message key (KEYS, so that tools find a task's message by its id;
+// omitted when msgID holds a space, KEYS' separator), and the headers are
+// written as properties in the binding of
 // connectors/rocketmq/rocketmqce ("ce-x" → "ce_x"). A message without a
 // body (which brokers refuse) is written as a structured JSON CloudEvent.
 // The Receipt's Seq is the message's offset in its queue (increasing per
@@ -353,23 +355,26 @@ func (q *Queue) message(name, msgID string, data []byte, headers map[string]stri
 			props[k] = v
 		}
 	}
-	size := len(msgID)
+	if msgID != "" {
+		props[queue.MsgIDHeader] = msgID
+	}
+	size := len(msgID) // KEYS
 	for k, v := range props {
 		if strings.ContainsAny(k, "\x01\x02") || strings.ContainsAny(v, "\x01\x02") {
 			return nil, fmt.Errorf("%w: header %q: RocketMQ properties cannot carry the bytes 0x01 and 0x02", queue.ErrInvalidCloudEvent, k)
 		}
 		size += len(k) + len(v) + 2
 	}
-	if strings.ContainsAny(msgID, "\x01\x02 ") {
-		return nil, fmt.Errorf("%w: msgID %q: RocketMQ keys cannot carry spaces or the bytes 0x01 and 0x02", queue.ErrInvalidCloudEvent, msgID)
+	if strings.ContainsAny(msgID, "\x01\x02") {
+		return nil, fmt.Errorf("%w: msgID %q: RocketMQ properties cannot carry the bytes 0x01 and 0x02", queue.ErrInvalidCloudEvent, msgID)
 	}
 	if size > rocketmqce.MaxPropertiesSize {
 		return nil, fmt.Errorf("%w: headers take %d bytes as RocketMQ properties, more than %d", queue.ErrTooLarge, size, rocketmqce.MaxPropertiesSize)
 	}
 	m := primitive.NewMessage(q.Topic(name), data)
 	m.WithProperties(props)
-	if msgID != "" {
-		m.WithKeys([]string{msgID})
+	if msgID != "" && !strings.Contains(msgID, primitive.PropertyKeySeparator) {
+		m.WithKeys([]string{msgID}) // KEYS are space-separated: lookups only
 	}
 	return m, nil
 }
@@ -582,17 +587,21 @@ func (q *Queue) Queues(ctx context.Context) ([]string, error) {
 // ConsumeTimeout. Messages in flight count (the client commits below
 // them); acknowledged ones count until the client next persists its
 // offsets (every 5 s). A message waiting in the broker's schedule topic on
-// its way to %RETRY% is not counted for that delay.
+// its way to %RETRY% is not counted for that delay. Every message whose
+// Publish returned before Depth was called is counted: Depth first waits
+// until the topic's brokers indexed what their commit logs held (see
+// admin.settle).
 func (q *Queue) Depth(ctx context.Context, name string) (int, error) {
 	if err := q.check(name); err != nil {
 		return 0, err
 	}
 	topic := q.Topic(name)
-	n, err := q.adm.lag(ctx, topic, topic)
+	settled := map[string]bool{}
+	n, err := q.adm.lag(ctx, topic, topic, settled)
 	if err != nil {
 		return 0, fmt.Errorf("queue %s: depth: %w", name, err)
 	}
-	r, err := q.adm.lag(ctx, "%RETRY%"+topic, topic)
+	r, err := q.adm.lag(ctx, "%RETRY%"+topic, topic, settled)
 	if err != nil {
 		return 0, fmt.Errorf("queue %s: depth of the retry topic: %w", name, err)
 	}

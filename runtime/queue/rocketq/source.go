@@ -38,7 +38,7 @@ func (q *Queue) Source(name string, opts connectors.Options) connectors.Source {
 	topic := q.Topic(name)
 	src, err := rocketmq.New(pipelines.RocketMQSource{
 		NameServers: q.cfg.NameServers, Topic: topic, Group: topic, Start: pipelines.StartEarliest,
-		EventType: queue.WrappedEventType, Retry: pipelines.RocketMQRetrySluice,
+		EventType: queue.WrappedEventType, Retry: pipelines.RocketMQRetrySluice, KeyProperty: queue.MsgIDHeader,
 		ConsumeTimeout: pipelines.Duration(q.cfg.ConsumeTimeout),
 	}, opts, q.log)
 	if err != nil {
@@ -93,12 +93,12 @@ func (s *source) Read(ctx context.Context) (*connectors.Message, connectors.AckF
 	if err != nil {
 		return msg, ack, err
 	}
-	msgID := msg.Key // the first of the message's KEYS: Publish's msgID
+	msgID := msg.Key // the property queue.MsgIDHeader (KeyProperty): Publish's msgID
 	msg.Coordinates.ID = msgID
 	msg.Coordinates.Topic = s.queue
-	// The decoder made the message key (the msgID) the partitionkey of
-	// events without one: take it back off, the function must see the
-	// event as it was submitted.
+	// The decoder made the message's first KEYS entry (the msgID) the
+	// partitionkey of events without one: take it back off, the function
+	// must see the event as it was submitted.
 	ext := msg.Event.Extensions()
 	if k, ok := ext[rocketmqce.PartitionKeyExtension].(string); ok && msgID != "" && k == msgID {
 		msg.Event.SetExtension(rocketmqce.PartitionKeyExtension, nil)
