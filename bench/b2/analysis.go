@@ -42,6 +42,11 @@ type phaseFig struct {
 	// MeanLimit is Sluice's mean AIMD limit over the second half of the
 	// phase (NaN for the oracle).
 	MeanLimit float64
+	// MeanSlots (calls Sluice's limiter let out), MeanAtFn (calls in flight
+	// at the function) and MeanHeld (events Sluice read and did not
+	// acknowledge yet) are means over the same half; only MeanAtFn is
+	// measured for the oracle (NaN otherwise).
+	MeanSlots, MeanAtFn, MeanHeld float64
 	// seconds is the measured length of the phase.
 	seconds float64
 }
@@ -59,15 +64,20 @@ func window(res *result, s schedule, i int) (from, to time.Duration) {
 func phases(res *result, s schedule, sluice bool) []phaseFig {
 	out := make([]phaseFig, len(s.ks))
 	for i, k := range s.ks {
-		f := phaseFig{K: k, Capacity: s.capacity(k), Ratio: math.NaN(), Goodput: math.NaN(), MeanLimit: math.NaN()}
+		f := phaseFig{K: k, Capacity: s.capacity(k), Ratio: math.NaN(), Goodput: math.NaN(), MeanLimit: math.NaN(),
+			MeanSlots: math.NaN(), MeanHeld: math.NaN()}
 		from, to := window(res, s, i)
 		if to > from {
 			f.seconds = (to - from).Seconds()
 			f.Goodput = (valueAt(res.Points, to, okCount) - valueAt(res.Points, from, okCount)) / f.seconds
 			f.Ratio = f.Goodput / f.Capacity
 		}
+		half, end := time.Duration(i)*s.phase+s.phase/2, time.Duration(i+1)*s.phase
+		f.MeanAtFn = meanOf(res.Points, half, end, func(p point) float64 { return p.AtFn })
 		if sluice {
-			f.MeanLimit = meanLimit(res.Points, time.Duration(i)*s.phase+s.phase/2, time.Duration(i+1)*s.phase)
+			f.MeanLimit = meanLimit(res.Points, half, end)
+			f.MeanSlots = meanOf(res.Points, half, end, func(p point) float64 { return p.InFlight })
+			f.MeanHeld = meanOf(res.Points, half, end, func(p point) float64 { return p.Held })
 		}
 		out[i] = f
 	}
@@ -104,11 +114,16 @@ func refusedShare(res *result) float64 {
 
 // meanLimit averages the sampled limit over [from, to).
 func meanLimit(ps []point, from, to time.Duration) float64 {
+	return meanOf(ps, from, to, func(p point) float64 { return p.Limit })
+}
+
+// meanOf averages f of the points sampled in [from, to).
+func meanOf(ps []point, from, to time.Duration, f func(point) float64) float64 {
 	var sum float64
 	n := 0
 	for _, p := range ps {
 		if p.T >= from && p.T < to {
-			sum += p.Limit
+			sum += f(p)
 			n++
 		}
 	}

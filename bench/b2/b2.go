@@ -8,6 +8,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,6 +33,7 @@ type knobs struct {
 	service    time.Duration
 	retryAfter time.Duration
 	fixed      string
+	profile    time.Duration
 }
 
 // Scenario is B2.
@@ -49,6 +51,7 @@ func Scenario() harness.Scenario {
 			fs.DurationVar(&k.service, "b2.service", 5*time.Millisecond, "function service time")
 			fs.DurationVar(&k.retryAfter, "b2.retry-after", time.Second, "Retry-After of the function's 429s")
 			fs.StringVar(&k.fixed, "b2.fixed", "8,256", "fixed concurrencies to compare with")
+			fs.DurationVar(&k.profile, "b2.profile", 0, "if set, run Sluice with --pprof and save, from a quarter into the first phase, a CPU profile of this long and an execution trace of 2 s as <run>-cpu.pprof and <run>-trace.out in the run's directory")
 			return func(ctx context.Context, env *harness.Env) (*harness.Report, error) {
 				return run(ctx, env, *k)
 			}
@@ -143,7 +146,10 @@ type point struct {
 	Refused  int64 // 429 answers so far
 	Calls    int64
 	Limit    float64 // Sluice's AIMD limit (0 for the oracle)
-	InFlight float64
+	InFlight float64 // calls Sluice's limiter let out (0 for the oracle)
+	// AtFn is the calls in flight at the function, Held the events Sluice
+	// has read and not acknowledged (0 for the oracle).
+	AtFn, Held float64
 }
 
 // result is one contender's run.
@@ -154,6 +160,44 @@ type result struct {
 	// read-to-ack time (Sluice only), in seconds.
 	P99Call, P99Event float64
 	Dropped           float64 // events given up after the retry attempts
+	// CPU is CPU-seconds per process over the run ("sluice", "function",
+	// "kafka", "bench" — the oracle's load generator), Calls the function
+	// calls (any answer) over the same run; a process that could not be
+	// read is missing.
+	CPU   map[string]float64
+	Calls int64
+}
+
+// usages reads the CPU time of the processes B2 accounts for.
+func usages(fn *procs.Function, kafkaPID int) map[string]float64 {
+	out := map[string]float64{}
+	for name, pid := range map[string]int{"function": fn.PID(), "kafka": kafkaPID, "bench": 0} {
+		if name == "kafka" && pid <= 0 {
+			continue
+		}
+		if u, err := procs.ReadUsage(pid); err == nil {
+			out[name] = u.CPUSeconds
+		}
+	}
+	return out
+}
+
+// kafkaPID is the pid of the broker scripts/brokers.sh started (its pid
+// file), or 0 if there is none to read.
+func kafkaPID(root string) int {
+	dir := os.Getenv("SLUICE_BROKERS_DIR")
+	if dir == "" {
+		dir = filepath.Join(root, ".brokers")
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "kafka", "kafka.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return pid
 }
 
 func measureOne(ctx context.Context, env *harness.Env, k knobs, sched schedule, ev kafkaload.Events,
@@ -166,22 +210,54 @@ func measureOne(ctx context.Context, env *harness.Env, k knobs, sched schedule, 
 	}
 	defer fn.Stop(10 * time.Second)
 	until := fn.Started.Add(sched.total())
-	if c.oracle {
-		return oracle(ctx, env, sched, ev, fn, until, label)
+	kpid := kafkaPID(env.Root)
+	st0, err := fn.Stats(ctx)
+	if err != nil {
+		return nil, err
 	}
+	u0 := usages(fn, kpid)
+	var res *result
+	if c.oracle {
+		res, err = oracle(ctx, env, sched, ev, fn, until, label)
+	} else {
+		res, err = sluice(ctx, env, k, sched, topic, c, label, file, fn, until)
+	}
+	if err != nil {
+		return nil, err
+	}
+	st1, err := fn.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.Calls = st1.Calls - st0.Calls
+	for name, v := range usages(fn, kpid) {
+		if v0, ok := u0[name]; ok && (name != "bench" || c.oracle) {
+			res.CPU[name] = v - v0
+		}
+	}
+	return res, nil
+}
+
+// sluice runs one Sluice contender against the function.
+func sluice(ctx context.Context, env *harness.Env, k knobs, sched schedule, topic string, c contender,
+	label, file string, fn *procs.Function, until time.Time) (*result, error) {
 	pl := measure.Pipeline{Name: "b2", Brokers: env.KafkaBrokers, Topic: topic, Group: env.ID + "-" + file,
 		URL: fn.URL, Ordering: "none"}
 	if c.fixed > 0 {
 		pl = pl.Fixed(c.fixed)
 	}
-	r, err := measure.Sluice(ctx, env.Sluice, env.WorkDir, pl, fn, measure.Opts{Until: until, Label: label}, env.Progress)
+	opts := measure.Opts{Until: until, Label: label}
+	if k.profile > 0 {
+		opts.Profile = &measure.Profile{After: k.phase / 4, CPU: k.profile, Trace: 2 * time.Second}
+	}
+	r, err := measure.Sluice(ctx, env.Sluice, env.WorkDir, pl, fn, opts, env.Progress)
 	if err != nil {
 		return nil, err
 	}
-	res := &result{First: r.First.Sub(fn.Started)}
+	res := &result{First: r.First.Sub(fn.Started), CPU: map[string]float64{"sluice": r.CPUSeconds}}
 	for _, s := range r.Samples {
 		res.Points = append(res.Points, point{T: s.At.Sub(fn.Started), OK: s.Fn.Status(200), Refused: s.Fn.Status(429),
-			Calls: s.Fn.Calls, Limit: s.Limit, InFlight: s.InFlight})
+			Calls: s.Fn.Calls, Limit: s.Limit, InFlight: s.InFlight, AtFn: float64(s.Fn.InFlight), Held: s.Held})
 	}
 	match := map[string]string{"pipeline": pl.ID()}
 	res.P99Event = r.Final.Quantile(0.99, measure.MetricEvtDuration, match)
@@ -208,7 +284,7 @@ func oracle(ctx context.Context, env *harness.Env, sched schedule, ev kafkaload.
 			Active: sched.at, Origin: fn.Started, Until: until, Label: label}, env.Progress)
 		done <- loadDone{r, err}
 	}()
-	res := &result{}
+	res := &result{CPU: map[string]float64{}}
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	var sampleErr error
@@ -218,7 +294,8 @@ func oracle(ctx context.Context, env *harness.Env, sched schedule, ev kafkaload.
 			sampleErr = err
 			break
 		}
-		res.Points = append(res.Points, point{T: time.Since(fn.Started), OK: st.Status(200), Refused: st.Status(429), Calls: st.Calls})
+		res.Points = append(res.Points, point{T: time.Since(fn.Started), OK: st.Status(200), Refused: st.Status(429), Calls: st.Calls,
+			AtFn: float64(st.InFlight)})
 		select {
 		case <-ctx.Done():
 		case <-t.C:

@@ -13,6 +13,11 @@ type figures struct {
 	PhaseRatio   []harness.Num `json:"goodputOverCapacityPerPhase"`
 	PhaseGoodput []harness.Num `json:"goodputPerPhase"`
 	MeanLimit    []harness.Num `json:"meanLimitSecondHalfPerPhase,omitempty"`
+	MeanSlots    []harness.Num `json:"meanSlotsSecondHalfPerPhase,omitempty"`
+	MeanHeld     []harness.Num `json:"meanHeldSecondHalfPerPhase,omitempty"`
+	MeanAtFn     []harness.Num `json:"meanAtFunctionSecondHalfPerPhase"`
+	// CPUPer100k is CPU-seconds per 100k function calls, per process.
+	CPUPer100k map[string]harness.Num `json:"cpuSecondsPer100kCalls"`
 	Overall      harness.Num   `json:"goodputOverCapacity"`
 	VsOracle     harness.Num   `json:"goodputOverOracle"`
 	Refused      harness.Num   `json:"share429"`
@@ -25,12 +30,22 @@ type figures struct {
 func figuresOf(res *result, s schedule, sluice bool) (figures, float64) {
 	ps := phases(res, s, sluice)
 	f := figures{Overall: harness.Num(overall(ps)), Refused: harness.Num(refusedShare(res)),
-		P99CallMs: harness.Num(res.P99Call * 1000), P99EventMs: harness.Num(res.P99Event * 1000), Dropped: harness.Num(res.Dropped)}
+		P99CallMs: harness.Num(res.P99Call * 1000), P99EventMs: harness.Num(res.P99Event * 1000), Dropped: harness.Num(res.Dropped),
+		CPUPer100k: map[string]harness.Num{}}
+	for name, cpu := range res.CPU {
+		f.CPUPer100k[name] = harness.Num(math.NaN())
+		if res.Calls > 0 {
+			f.CPUPer100k[name] = harness.Num(cpu / float64(res.Calls) * 1e5)
+		}
+	}
 	for i, p := range ps {
 		f.PhaseRatio = append(f.PhaseRatio, harness.Num(p.Ratio))
 		f.PhaseGoodput = append(f.PhaseGoodput, harness.Num(p.Goodput))
+		f.MeanAtFn = append(f.MeanAtFn, harness.Num(p.MeanAtFn))
 		if sluice {
 			f.MeanLimit = append(f.MeanLimit, harness.Num(p.MeanLimit))
+			f.MeanSlots = append(f.MeanSlots, harness.Num(p.MeanSlots))
+			f.MeanHeld = append(f.MeanHeld, harness.Num(p.MeanHeld))
 			if i > 0 {
 				f.Reconverge = append(f.Reconverge, harness.Num(reconverge(res, s, i)))
 			}
@@ -83,10 +98,14 @@ func report(env *harness.Env, k knobs, s schedule, ev kafkaload.Events, cs []con
 			s.flag(), k.service, k.retryAfter, k.partitions, env.Runs),
 		Header: header,
 	}
-	limits := harness.Table{Title: "B2: Sluice's mean AIMD limit over the second half of each phase (median of runs)", Header: []string{"contender"}}
+	limits := harness.Table{Title: "B2: means over the second half of each phase (median of runs): Sluice's AIMD limit / calls its limiter let out / calls in flight at the function / events Sluice holds (read, not acknowledged)",
+		Header: []string{"contender"}}
 	for _, kk := range s.ks {
 		limits.Header = append(limits.Header, fmt.Sprintf("K=%d", kk))
 	}
+	procNames := []string{"sluice", "function", "kafka", "bench"}
+	cpu := harness.Table{Title: "B2: CPU-seconds per 100k function calls, per process (median of runs; bench = the oracle's load generator)",
+		Header: append([]string{"contender"}, procNames...)}
 	summary := map[string]any{}
 	var rep harness.Report
 	for _, c := range cs {
@@ -127,13 +146,27 @@ func report(env *harness.Env, k knobs, s schedule, ev kafkaload.Events, cs []con
 			harness.Spread(col(name, func(f figures) harness.Num { return f.P99EventMs }), 0),
 			harness.Spread(col(name, func(f figures) harness.Num { return f.Dropped }), 0))
 		t.Rows = append(t.Rows, row)
-		if !c.oracle {
-			lrow := []string{name}
-			for i := range s.ks {
-				lrow = append(lrow, harness.Spread(col(name, func(f figures) harness.Num { return idx(f.MeanLimit, i) }), 1))
+		lrow := []string{name}
+		for i := range s.ks {
+			mean := func(xs func(figures) []harness.Num) string {
+				return harness.F(harness.Median(col(name, func(f figures) harness.Num { return idx(xs(f), i) })), 1)
 			}
-			limits.Rows = append(limits.Rows, lrow)
+			lrow = append(lrow, mean(func(f figures) []harness.Num { return f.MeanLimit })+" / "+
+				mean(func(f figures) []harness.Num { return f.MeanSlots })+" / "+
+				mean(func(f figures) []harness.Num { return f.MeanAtFn })+" / "+
+				mean(func(f figures) []harness.Num { return f.MeanHeld }))
 		}
+		limits.Rows = append(limits.Rows, lrow)
+		crow := []string{name}
+		for _, pn := range procNames {
+			crow = append(crow, harness.Spread(col(name, func(f figures) harness.Num {
+				if v, ok := f.CPUPer100k[pn]; ok {
+					return v
+				}
+				return harness.Num(math.NaN())
+			}), 2))
+		}
+		cpu.Rows = append(cpu.Rows, crow)
 		summary[name] = map[string]any{"goodputOverCapacity": harness.Num(harness.Median(ovr)), "share429": harness.Num(harness.Median(ref)),
 			"worstReconvergeSeconds": harness.Num(medianWithNaN(worst))}
 		if c.fixed == 0 && !c.oracle {
@@ -148,7 +181,7 @@ func report(env *harness.Env, k knobs, s schedule, ev kafkaload.Events, cs []con
 	rep.Title = "capacity K changes under load"
 	rep.Params = map[string]any{"backlog": ev.N, "eventBytes": ev.Size, "partitions": k.partitions, "schedule": s.flag(),
 		"serviceTime": k.service.String(), "retryAfter": k.retryAfter.String(), "runs": env.Runs}
-	rep.Tables = []harness.Table{t, limits}
+	rep.Tables = []harness.Table{t, limits, cpu}
 	rep.Summary = summary
 	rep.Runs = figs
 	rep.Notes = []string{

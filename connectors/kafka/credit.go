@@ -9,9 +9,10 @@ import (
 var _ connectors.CreditFollower = (*Source)(nil)
 
 // credit splits the runtime's credit (connectors.CreditFollower) across the
-// partitions this member owns: each lane may hold
-// min(window, max(1, credit/lanes)) messages delivered and not yet
-// committable. Before the first SetCredit every lane has its whole window.
+// partitions this member owns: each lane may hold max(1, credit/lanes)
+// messages delivered and not yet acknowledged, and — whatever the credit —
+// at most window delivered and not yet committable. Before the first
+// SetCredit every lane has its whole window.
 //
 // Ownership: lane goroutines join and leave; SetCredit (the engine, one
 // goroutine at a time) sets the total; any of them may call perLane. Every
@@ -58,7 +59,8 @@ func (c *credit) leave(l *lane) {
 	c.wakeLocked()
 }
 
-// perLane is the window a lane has now.
+// perLane is the share of the credit a lane has now: how many messages
+// it may hold delivered and not acknowledged.
 func (c *credit) perLane() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

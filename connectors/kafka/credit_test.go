@@ -117,3 +117,59 @@ func TestCreditSplitAcrossPartitions(t *testing.T) {
 		}
 	}
 }
+
+// TestCreditCountsUnacknowledged: a lane's share of the credit counts the
+// messages the runtime holds (delivered, not acknowledged), not those behind
+// an unacknowledged one: one message held long (a retry waiting out a
+// Retry-After) does not stop its partition while later ones are acked. The
+// window still bounds what is delivered and not committable.
+func TestCreditCountsUnacknowledged(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	topic, group := testenv.UniqueName(t, "credit-held"), testenv.UniqueName(t, "grp")
+	const events, window = 12, 6
+	kafkatest.CreateTopic(t, brokers, topic, 1)
+	evs := make([]cloudevents.Event, events)
+	for i := range evs {
+		evs[i] = cetest.Full(t, fmt.Sprintf("%s-%02d", topic, i))
+	}
+	kafkatest.ProduceEvents(t, brokers, topic, 1, evs)
+
+	src := newTestSource(t, brokers, topic, group, connectors.Options{Window: window})
+	src.SetCredit(2) // one partition: a share of 2
+	connect(t, src)
+	quiet := func(what string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if msg, _, err := src.Read(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%s: Read = %v, %v; want nothing", what, msg, err)
+		}
+	}
+
+	first, ackFirst := readOne(t, src) // held until the end
+	if first.Event.ID() != evs[0].ID() {
+		t.Fatalf("first = %s, want %s", first.Event.ID(), evs[0].ID())
+	}
+	_, ack := readOne(t, src)
+	quiet("share of 2 held")
+	// Acking the later one frees a place in the share although nothing
+	// is committable yet; up to the window, the lane goes on.
+	for i := 2; i < window; i++ {
+		mustAck(t, ack, nil)
+		msg, next := readOne(t, src)
+		if msg.Event.ID() != evs[i].ID() {
+			t.Fatalf("read %s, want %s", msg.Event.ID(), evs[i].ID())
+		}
+		ack = next
+	}
+	mustAck(t, ack, nil)
+	quiet("window full behind the held first message")
+	mustAck(t, ackFirst, nil)
+	for i := window; i < events; i++ {
+		msg, ack := readOne(t, src)
+		if msg.Event.ID() != evs[i].ID() {
+			t.Fatalf("read %s, want %s", msg.Event.ID(), evs[i].ID())
+		}
+		mustAck(t, ack, nil)
+	}
+}

@@ -135,7 +135,7 @@ func (s *Source) commitLoop(sess sarama.ConsumerGroupSession, st *sessionState) 
 func (s *Source) consumeLane(ctx context.Context, claim sarama.ConsumerGroupClaim, l *lane) {
 	msgs := claim.Messages()
 	for {
-		if !l.hasRoom(s.credit.perLane()) {
+		if !l.hasRoom(s.window, s.credit.perLane()) {
 			// Not reading Messages makes sarama stop fetching this
 			// partition once its small buffer is full; others go on.
 			select {

@@ -104,11 +104,16 @@ func (l *lane) ack(offset int64, procErr error) error {
 	return nil
 }
 
-// hasRoom reports whether another message may be delivered under window.
-func (l *lane) hasRoom(window int) bool {
+// hasRoom reports whether another message may be delivered: fewer than
+// window delivered and not committable (what a crash would redeliver) and
+// fewer than share delivered and not acknowledged (what the runtime holds).
+// The share is not counted against the committable prefix: one message
+// held long (a Retry-After wait) would otherwise stop its partition once
+// share later messages had been acknowledged behind it.
+func (l *lane) hasRoom(window, share int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.tracker.Uncommitted() < window
+	return l.tracker.Uncommitted() < window && l.tracker.Pending() < share
 }
 
 // pending is the number of delivered messages not acknowledged yet.

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,8 +22,10 @@ const (
 	MetricProcessed   = "sluice_events_processed_total"
 	MetricLimit       = "sluice_flow_limit"
 	MetricFlowIn      = "sluice_flow_in_flight"
+	MetricFlowWait    = "sluice_flow_waiting"
 	MetricFnDuration  = "sluice_function_duration_seconds"
 	MetricEvtDuration = "sluice_event_duration_seconds"
+	MetricEvtInFlight = "sluice_events_in_flight"
 )
 
 // Sample is one observation of Sluice and the function.
@@ -28,8 +34,12 @@ type Sample struct {
 	Processed float64 // events finished (every outcome but "abandoned")
 	Limit     float64 // AIMD limit
 	InFlight  float64 // invocations in flight
-	Sluice    procs.Usage
-	Fn        procs.FunctionStats
+	Waiting   float64 // invocations waiting for a slot of the limit
+	// Held is events read and not yet acknowledged (queued, running or
+	// waiting to be retried).
+	Held   float64
+	Sluice procs.Usage
+	Fn     procs.FunctionStats
 }
 
 // Opts says when a measurement ends and how it is shown.
@@ -48,6 +58,17 @@ type Opts struct {
 	Label string
 	// Drain is Sluice's --drain-timeout (default 5 s).
 	Drain time.Duration
+	// Profile, if set, runs Sluice with --pprof and saves profiles of it.
+	Profile *Profile
+}
+
+// Profile says which Go profiles of Sluice a run saves into the work
+// directory, all starting After the first function call: a CPU profile of
+// CPU as <label>-cpu.pprof and an execution trace of Trace as
+// <label>-trace.out (either 0: not taken). A profile that cannot be taken
+// is reported on the progress output; the run goes on.
+type Profile struct {
+	After, CPU, Trace time.Duration
 }
 
 // Run is what one Sluice run measured.
@@ -104,18 +125,22 @@ func Sluice(ctx context.Context, bin, workDir string, pl Pipeline, fn *procs.Fun
 	if r.Fn0, err = fn.Stats(ctx); err != nil {
 		return nil, err
 	}
-	s, err := procs.StartSluice(bin, path, filepath.Join(workDir, file+".log"), opts.Drain)
+	var extra []string
+	if opts.Profile != nil {
+		extra = append(extra, "--pprof")
+	}
+	s, err := procs.StartSluice(bin, path, filepath.Join(workDir, file+".log"), opts.Drain, extra...)
 	if err != nil {
 		return nil, err
 	}
-	runErr := sample(ctx, s, pl, fn, opts, r, progress)
+	runErr := sample(ctx, s, pl, fn, opts, r, progress, filepath.Join(workDir, file))
 	if err := s.Stop(opts.Drain + 10*time.Second); err != nil && runErr == nil {
 		runErr = fmt.Errorf("stopping sluice: %w", err)
 	}
 	return r, runErr
 }
 
-func sample(ctx context.Context, s *procs.Sluice, pl Pipeline, fn *procs.Function, opts Opts, r *Run, progress *harness.Progress) error {
+func sample(ctx context.Context, s *procs.Sluice, pl Pipeline, fn *procs.Function, opts Opts, r *Run, progress *harness.Progress, prefix string) error {
 	if err := s.WaitReady(ctx, 60*time.Second); err != nil {
 		return err
 	}
@@ -141,6 +166,18 @@ func sample(ctx context.Context, s *procs.Sluice, pl Pipeline, fn *procs.Functio
 	if err != nil {
 		return err
 	}
+	if opts.Profile != nil {
+		// Owned here: cancelled and waited for before sample returns, so
+		// that a profile never outlives its Sluice.
+		pctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		defer func() { cancel(); wg.Wait() }()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			saveProfiles(pctx, "http://"+s.Admin, *opts.Profile, prefix, progress)
+		}()
+	}
 	var done atomic.Int64
 	stop := progress.Track(opts.Label, opts.Target, done.Load)
 	defer stop()
@@ -160,6 +197,8 @@ func sample(ctx context.Context, s *procs.Sluice, pl Pipeline, fn *procs.Functio
 			Processed: m.Sum(MetricProcessed, match) - m.Sum(MetricProcessed, abandoned),
 			Limit:     m.Sum(MetricLimit, fnLabel),
 			InFlight:  m.Sum(MetricFlowIn, fnLabel),
+			Waiting:   m.Sum(MetricFlowWait, fnLabel),
+			Held:      m.Sum(MetricEvtInFlight, match),
 		}
 		if smp.Sluice, err = s.Usage(); err != nil {
 			return false, err
@@ -180,6 +219,55 @@ func sample(ctx context.Context, s *procs.Sluice, pl Pipeline, fn *procs.Functio
 		r.PeakRSS = smp.Sluice.HWMBytes
 		return true, nil
 	})
+}
+
+// saveProfiles takes the profiles p asks for (concurrently: a CPU profile
+// and a trace may overlap) from the Sluice admin address base, and writes
+// them as prefix-cpu.pprof and prefix-trace.out.
+func saveProfiles(ctx context.Context, base string, p Profile, prefix string, progress *harness.Progress) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(p.After):
+	}
+	var wg sync.WaitGroup
+	fetch := func(what string, d time.Duration, path string) {
+		defer wg.Done()
+		url := fmt.Sprintf("%s/debug/pprof/%s?seconds=%d", base, what, max(int(d.Round(time.Second).Seconds()), 1))
+		if err := fetchTo(ctx, url, path); err != nil {
+			progress.Printf("%s not saved: %v", filepath.Base(path), err)
+		}
+	}
+	if p.CPU > 0 {
+		wg.Add(1)
+		go fetch("profile", p.CPU, prefix+"-cpu.pprof")
+	}
+	if p.Trace > 0 {
+		wg.Add(1)
+		go fetch("trace", p.Trace, prefix+"-trace.out")
+	}
+	wg.Wait()
+}
+
+// fetchTo GETs url and writes the body to path.
+func fetchTo(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // every calls f at each interval until it returns true or an error, or

@@ -20,14 +20,16 @@ type Sluice struct {
 
 // StartSluice runs `sluice run pipeline --admin-addr <free port>` with
 // warn-level logs (per-event info lines would cost CPU the benchmark
-// would then blame on Sluice) and the given drain timeout.
-func StartSluice(bin, pipeline, logPath string, drain time.Duration) (*Sluice, error) {
+// would then blame on Sluice), the given drain timeout and any extra flags
+// (such as --pprof).
+func StartSluice(bin, pipeline, logPath string, drain time.Duration, extra ...string) (*Sluice, error) {
 	admin, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	argv := []string{bin, "run", pipeline, "--admin-addr", admin, "--log-level", "warn",
 		"--drain-timeout", drain.String()}
+	argv = append(argv, extra...)
 	p, err := startProc("sluice", argv, logPath)
 	if err != nil {
 		return nil, err
