@@ -18,13 +18,13 @@ type figures struct {
 	MeanAtFn     []harness.Num `json:"meanAtFunctionSecondHalfPerPhase"`
 	// CPUPer100k is CPU-seconds per 100k function calls, per process.
 	CPUPer100k map[string]harness.Num `json:"cpuSecondsPer100kCalls"`
-	Overall      harness.Num   `json:"goodputOverCapacity"`
-	VsOracle     harness.Num   `json:"goodputOverOracle"`
-	Refused      harness.Num   `json:"share429"`
-	Reconverge   []harness.Num `json:"reconvergeSeconds,omitempty"` // after each change
-	P99CallMs    harness.Num   `json:"p99CallMs"`
-	P99EventMs   harness.Num   `json:"p99EventMs"`
-	Dropped      harness.Num   `json:"dropped"`
+	Overall    harness.Num            `json:"goodputOverCapacity"`
+	VsOracle   harness.Num            `json:"goodputOverOracle"`
+	Refused    harness.Num            `json:"share429"`
+	Reconverge []harness.Num          `json:"reconvergeSeconds,omitempty"` // after each change
+	P99CallMs  harness.Num            `json:"p99CallMs"`
+	P99EventMs harness.Num            `json:"p99EventMs"`
+	Dropped    harness.Num            `json:"dropped"`
 }
 
 func figuresOf(res *result, s schedule, sluice bool) (figures, float64) {
