@@ -64,6 +64,10 @@ type modeRun struct {
 	Gaps       int64       `json:"gaps"`
 	MaxLimit   harness.Num `json:"maxLimit"`
 	MeanInFlt  harness.Num `json:"meanInFlight"`
+	// Summary condenses Trace: the limit and in-flight, and what bounded
+	// in-flight sample by sample.
+	Summary traceSummary `json:"traceSummary"`
+	Trace   trace        `json:"trace"`
 }
 
 func run(ctx context.Context, env *harness.Env, k knobs) (*harness.Report, error) {
@@ -112,7 +116,7 @@ func measureMode(ctx context.Context, env *harness.Env, k knobs, ev kafkaload.Ev
 		pl.Initial, pl.Min, pl.Max = min(8, k.max), 1, k.max
 	}
 	r, err := measure.Sluice(ctx, env.Sluice, env.WorkDir, pl, fn,
-		measure.Opts{Target: int64(ev.N), MaxDuration: k.cap, Label: label}, env.Progress)
+		measure.Opts{Target: int64(ev.N), MaxDuration: k.cap, Every: traceEvery, Label: label}, env.Progress)
 	if err != nil {
 		return modeRun{}, err
 	}
@@ -125,20 +129,15 @@ func measureMode(ctx context.Context, env *harness.Env, k knobs, ev kafkaload.Ev
 	if st.Order != nil {
 		mr.Violations, mr.Duplicates, mr.Gaps = st.Order.Violations, st.Order.Duplicates, st.Order.Gaps
 	}
-	var limits, inflight []float64
-	for _, s := range r.Samples {
-		limits = append(limits, s.Limit)
-		inflight = append(inflight, s.InFlight)
-	}
-	mr.MaxLimit, mr.MeanInFlt = harness.Num(math.NaN()), harness.Num(math.NaN())
-	if len(limits) > 0 {
-		mr.MaxLimit = harness.Num(slices.Max(limits))
-		var sum float64
-		for _, x := range inflight {
-			sum += x
-		}
-		mr.MeanInFlt = harness.Num(sum / float64(len(inflight)))
-	}
+	mr.Trace = newTrace(r.Samples, r.First)
+	mr.Summary = mr.Trace.summary()
+	mr.MaxLimit, mr.MeanInFlt = mr.Summary.LimitMax, mr.Summary.InFlightMean
+	b := mr.Summary.Bounds
+	env.Progress.Printf("%s: limit p50 %s max %s; in flight p50 %s mean %s; held %s; bound by limit %s%%, queued in Sluice %s%%, source %s%% of samples",
+		label, harness.F(float64(mr.Summary.LimitP50), 0), harness.F(float64(mr.Summary.LimitMax), 0),
+		harness.F(float64(mr.Summary.InFlightP50), 0), harness.F(float64(mr.Summary.InFlightMean), 1),
+		harness.F(float64(mr.Summary.HeldMean), 1), harness.F(100*float64(b[boundLimit]), 0),
+		harness.F(100*float64(b[boundQueued]), 0), harness.F(100*float64(b[boundSource]), 0))
 	return mr, nil
 }
 
@@ -179,6 +178,26 @@ func report(env *harness.Env, k knobs, ev kafkaload.Events, modes []string, runs
 			rep.Bars = append(rep.Bars, harness.Judge("B3 "+m+": per-key order violations (all runs)", "0", harness.F(worst, 0), worst == 0))
 		}
 	}
+	t3 := harness.Table{
+		Title: fmt.Sprintf("B3: what bounded the calls in flight (samples every %v; median of runs; shares of samples)", traceEvery),
+		Header: []string{"ordering", "limit p50", "limit max", "in flight p50", "in flight mean", "held mean",
+			"at the limit", "queued in Sluice", "source"},
+	}
+	for _, m := range modes {
+		sum := func(get func(traceSummary) harness.Num, decimals int) string {
+			return harness.Spread(col(m, func(r modeRun) float64 { return float64(get(r.Summary)) }), decimals)
+		}
+		share := func(b string) string {
+			return harness.F(100*harness.Median(col(m, func(r modeRun) float64 { return float64(r.Summary.Bounds[b]) })), 0) + " %"
+		}
+		t3.Rows = append(t3.Rows, []string{m,
+			sum(func(s traceSummary) harness.Num { return s.LimitP50 }, 0),
+			sum(func(s traceSummary) harness.Num { return s.LimitMax }, 0),
+			sum(func(s traceSummary) harness.Num { return s.InFlightP50 }, 0),
+			sum(func(s traceSummary) harness.Num { return s.InFlightMean }, 1),
+			sum(func(s traceSummary) harness.Num { return s.HeldMean }, 1),
+			share(boundLimit), share(boundQueued), share(boundSource)})
+	}
 	if slices.Contains(modes, "key") && slices.Contains(modes, "partition") {
 		key := col("key", func(r modeRun) float64 { return float64(r.Rate) })
 		part := col("partition", func(r modeRun) float64 { return float64(r.Rate) })
@@ -196,18 +215,19 @@ func report(env *harness.Env, k knobs, ev kafkaload.Events, modes []string, runs
 				{"speed-up ÷ limit reached", harness.Spread(score, 2)},
 				{"speed-up ÷ mean in flight", harness.Spread(harness.Ratios(speedup, inflight), 2)},
 			}}
-		rep.Tables = append(rep.Tables, t, t2)
+		rep.Tables = append(rep.Tables, t, t2, t3)
 		rep.Bars = append(rep.Bars, harness.Judge("B3: speed-up of key over partition ÷ AIMD limit reached", "≥ 0.80",
 			fmt.Sprintf("%s (%s× at limit %s)", harness.F(harness.Median(score), 2), harness.F(m, 1), harness.F(l, 0)), harness.Median(score) >= 0.8))
 		rep.Summary = map[string]any{"speedup": harness.Num(m), "limitReached": harness.Num(l),
 			"speedupOverLimit": harness.Num(harness.Median(score)), "perRunSpeedup": harness.Nums(speedup)}
 	} else {
-		rep.Tables = append(rep.Tables, t)
+		rep.Tables = append(rep.Tables, t, t3)
 	}
 	rep.Notes = []string{
 		fmt.Sprintf("ordering partition runs one call at a time (≈ 1/%v), so it is measured over at most %v rather than all events", k.latency, k.cap),
 		"order violations, duplicates: the function's -check-order counters (a seq lower than, or equal to, the highest seen for its key); ordering none promises no order, so violations there are allowed (few appear: a key's events lie 1,000 offsets apart)",
 		"events/s counts from the first function call to the last acknowledgement (or the cap)",
+		"traces (JSON: runs[].<mode>.trace): limit, in flight and waiting from sluice_flow_*, held from sluice_events_in_flight; a sample is bound by the limit when calls wait for a slot or in flight is within 5 % of it, queued in Sluice when read events outside a call exceed a tenth of the limit, else by the source (nothing more read: in one partition, the source's read-ahead or its fetch)",
 	}
 	return rep
 }
