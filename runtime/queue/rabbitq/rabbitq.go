@@ -856,6 +856,9 @@ func (q *Queue) Move(ctx context.Context, from, to string, filter queue.Filter) 
 				continue
 			}
 			if err := q.publish(ctx, tn, republishing(&d)); err != nil {
+				if errors.Is(err, errUnroutable) {
+					q.forget(to) // deleted meanwhile: the next Move declares it again
+				}
 				return fmt.Errorf("to %s: %w", to, err)
 			}
 			if err := d.Ack(false); err != nil {
@@ -886,14 +889,21 @@ func republishing(d *amqp.Delivery) amqp.Publishing {
 // retryLater stores a copy of a message in name's retry queue, expiring
 // after d, when it is dead-lettered back to name's queue.
 func (q *Queue) retryLater(ctx context.Context, name string, msg amqp.Publishing, d time.Duration) error {
-	if err := q.ensureRetryQueue(ctx, name); err != nil {
-		return err
-	}
 	msg.Expiration = strconv.FormatInt(max(d.Milliseconds(), 0), 10)
-	if err := q.publish(ctx, q.retryName(name), msg); err != nil {
-		return fmt.Errorf("queue %s: retry later: %w", name, err)
+	for attempt := 0; ; attempt++ {
+		if err := q.ensureRetryQueue(ctx, name); err != nil {
+			return err
+		}
+		err := q.publish(ctx, q.retryName(name), msg)
+		if errors.Is(err, errUnroutable) && attempt == 0 {
+			q.forget(name) // deleted by DeleteQueue elsewhere: declare it again
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("queue %s: retry later: %w", name, err)
+		}
+		return nil
 	}
-	return nil
 }
 
 // addHeld counts deliveries handed to (n > 0) or settled by (n < 0) a

@@ -454,3 +454,51 @@ func TestRetireSequence(t *testing.T) {
 		t.Fatalf("Queues() = %v, %v; want [to]", queues, err)
 	}
 }
+
+// TestRetryAfterRetryQueueDeletedElsewhere: a retry queue this process
+// declared and another one deleted (with its queue) is declared again: the
+// retry still waits out its delay.
+func TestRetryAfterRetryQueueDeletedElsewhere(t *testing.T) {
+	q := open(t, Config{})
+	t.Cleanup(func() { _ = q.Close(context.Background()) })
+	other := openPrefix(t, q)
+	const delay = time.Second
+	retryOnce := func(publisher *Queue) {
+		t.Helper()
+		if _, err := publisher.Publish(ctxOf(t), "again", "m", []byte("x"), nil); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		src := q.Source("again", connectors.Options{Window: 1, Name: "retry"})
+		if err := src.Connect(ctxOf(t)); err != nil {
+			t.Fatalf("Connect: %v", err)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := src.Close(ctx); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		}()
+		_, ack, err := src.Read(ctxOf(t))
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+		acked := time.Now()
+		if err := ack(ctxOf(t), queue.RetryAfter(errors.New("later"), delay)); err != nil {
+			t.Fatalf("ack: %v", err)
+		}
+		_, ack, err = src.Read(ctxOf(t))
+		if err != nil {
+			t.Fatalf("Read after the delay: %v", err)
+		}
+		if waited := time.Since(acked); waited < delay {
+			t.Fatalf("delivered again after %s, before the %s asked for", waited, delay)
+		}
+		if err := ack(ctxOf(t), nil); err != nil {
+			t.Fatalf("ack: %v", err)
+		}
+	}
+	retryOnce(q)
+	deleteWhenIdle(t, other, "again")
+	retryOnce(other) // so that q learns of the deletion only from the retry
+}
