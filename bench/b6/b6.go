@@ -228,7 +228,7 @@ func report(env *harness.Env, k knobs, n int, runs []oneRun) *harness.Report {
 			"acceptedPerSecond": harness.Num(harness.Median(accepted)), "plainPerSecond": harness.Num(harness.Median(plain))},
 		Runs: runs,
 		Notes: []string{
-			"A submission is accepted once the task is in the task store (bbolt, one fsynced transaction) and its message in the queue (JetStream file store); executing a task writes the store twice more (running, succeeded).",
+			"A submission is accepted once the task is admitted in the task store's memory (bbolt writes and fsyncs the record in its next group commit, after the answer) and its message is in the queue (JetStream file store); executing a task writes the store twice more (running, succeeded).",
 		},
 	}
 	if refused > 0 {

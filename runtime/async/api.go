@@ -200,14 +200,13 @@ func (s *Service) handleInvoke(w http.ResponseWriter, r *http.Request, tenant st
 	if fn.paused.Load() {
 		t.State = tasks.Paused
 	}
-	// With an ordered store (bbolt), the publish overlaps the commit of
-	// the task's record: a dispatcher that gets the message before the
-	// commit claims the task in a later transaction, so it finds it; if
-	// the commit fails, it finds no task and drops the message, and the
-	// client is refused.
-	durable := func() error { return nil }
-	if oc, ok := s.store.(tasks.OrderedCreator); ok {
-		durable, err = oc.CreateOrdered(ctx, t)
+	// With a deferred-create store (bbolt) the record is written after
+	// the answer: the message, stored before the 202, carries what
+	// rebuilds it (ExtTask, restore), and until it is written the store
+	// serves the task from its pending writes. Otherwise (PostgreSQL,
+	// shared by instances) the record is committed before the publish.
+	if dc, ok := s.store.(tasks.DeferredCreator); ok {
+		err = dc.CreateDeferred(ctx, t)
 	} else {
 		err = s.store.Create(ctx, t)
 	}
@@ -226,12 +225,7 @@ func (s *Service) handleInvoke(w http.ResponseWriter, r *http.Request, tenant st
 		return
 	}
 	s.settlePaused(ctx, fn, t)
-	_, perr := s.publishTask(ctx, t, &pe.event)
-	if err := durable(); err != nil {
-		reject(http.StatusServiceUnavailable, CodeUnavailable, "task store: "+err.Error())
-		return
-	}
-	if err := perr; err != nil {
+	if _, err := s.publishTask(ctx, t, &pe.event); err != nil {
 		s.unpublished(ctx, t, err)
 		if errors.Is(err, queue.ErrTooLarge) {
 			reject(http.StatusRequestEntityTooLarge, CodeTooLarge, "the invocation is too large for the task queue")

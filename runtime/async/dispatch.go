@@ -251,12 +251,17 @@ func (s *Service) route(ctx context.Context, msg *connectors.Message, ack connec
 }
 
 // unroutable handles a message whose function is not configured: a done
-// task's message is dropped; any other waits in the queue.
+// or deleted task's message is dropped; any other waits in the queue (a
+// task whose deferred record was lost is restored first, so that it is
+// still there when its function comes back).
 func (s *Service) unroutable(ctx context.Context, msg *connectors.Message, ack connectors.AckFunc, tenant, name string) {
 	id := taskIDOf(msg.Coordinates.ID)
 	if tenant != "" && id != "" {
 		t, err := s.store.Get(ctx, tenant, id)
-		if errors.Is(err, tasks.ErrNotFound) || (err == nil && t.State.Done()) {
+		if errors.Is(err, tasks.ErrNotFound) && msg.DecodeErr == nil && name != "" {
+			err = s.restoreTask(ctx, taskKey{tenant, id}, name, 0, msg, originIn(msg))
+		}
+		if errors.Is(err, tasks.ErrNotFound) || errors.Is(err, engine.ErrSkip) || (err == nil && t != nil && t.State.Done()) {
 			_ = ack(ctx, nil)
 			return
 		}

@@ -61,7 +61,7 @@ func parseInvocation(ctx context.Context, r *http.Request, body []byte, function
 		if err := ev.Validate(); err != nil {
 			return parsedEvent{}, fmt.Errorf("%w: %s", errBadEvent, strings.TrimSpace(err.Error()))
 		}
-		for _, ext := range []string{ExtTenant, ExtFunction} {
+		for _, ext := range []string{ExtTenant, ExtFunction, ExtTask} {
 			if _, ok := ev.Extensions()[ext]; ok {
 				return parsedEvent{}, fmt.Errorf("%w: extension %s is reserved", errBadEvent, ext)
 			}

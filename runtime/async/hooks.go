@@ -54,6 +54,7 @@ type attempt struct {
 	fn         *function
 	msg        *connectors.Message
 	dispatched time.Time
+	origin     *origin // the message's ExtTask, for restore (nil: none)
 
 	mu       sync.Mutex
 	claimed  bool        // the task was moved to running by this attempt
@@ -171,8 +172,10 @@ type hooks struct {
 var _ engine.Hooks = (*hooks)(nil)
 
 // Admit claims the task of msg: it waits for a worker (fair share), then
-// moves the task to running. Skipped (acknowledged without invoking): a
-// task that is unknown (deleted), done, or being run by this process
+// moves the task to running. A task whose record a deferred create lost
+// is first restored from the message (restore). Skipped (acknowledged
+// without invoking): a task that is unknown (deleted), done, or being run
+// by this process
 // already (a duplicate message). A paused task's message goes back to the
 // queue for Config.PausedRedelivery. A task found running or retrying that
 // this process does not run was orphaned by a dispatcher that stopped
@@ -180,6 +183,7 @@ var _ engine.Hooks = (*hooks)(nil)
 func (h *hooks) Admit(ctx context.Context, msg *connectors.Message) (context.Context, error) {
 	s := h.s
 	a := &attempt{key: taskKey{h.fn.key.tenant, taskIDOf(msg.Coordinates.ID)}, fn: h.fn, msg: msg, dispatched: msg.ReceivedAt}
+	a.takeOrigin()
 	if !s.inflight.add(a) || a.key.id == "" {
 		return nil, engine.ErrSkip
 	}
@@ -223,7 +227,10 @@ func (h *hooks) claim(ctx context.Context, a *attempt) (*tasks.Task, error) {
 		case err == nil:
 			return next, nil
 		case errors.Is(err, tasks.ErrNotFound):
-			return nil, engine.ErrSkip // deleted
+			// Deleted, or a deferred record lost (see restore).
+			if err = h.restore(ctx, a); errors.Is(err, engine.ErrSkip) {
+				return nil, engine.ErrSkip
+			}
 		case errors.Is(err, errExpired):
 			_, err = s.store.Transition(ctx, a.key.tenant, a.key.id, tasks.Expired, func(t *tasks.Task) error {
 				t.Error = fmt.Sprintf("older than the function's maxEventAge %s", h.fn.maxAge)

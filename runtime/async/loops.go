@@ -35,6 +35,7 @@ func (s *Service) publishTask(ctx context.Context, t *tasks.Task, ev *cloudevent
 	e := ev.Clone()
 	e.SetExtension(ExtTenant, t.Tenant)
 	e.SetExtension(ExtFunction, t.Function)
+	e.SetExtension(ExtTask, originOf(t))
 	data, headers, err := queue.EncodeEvent(e)
 	if err != nil {
 		return queue.Receipt{}, err

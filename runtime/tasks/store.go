@@ -26,6 +26,7 @@ import (
 //	ErrNotDone            Delete: the task is not done (cancel it first)
 //	ErrInvalid            a bad argument (missing tenant, unknown state, bad cursor)
 //	ErrClosed             the store was closed
+//	ErrDeleted            DeferredCreator.Restore: the task was deleted
 //
 // Anything else is a storage failure; the operation may or may not have
 // been applied (for a shared database, the commit outcome can be unknown).
@@ -88,19 +89,39 @@ type Store interface {
 	Close() error
 }
 
-// OrderedCreator is implemented by stores whose writes all go through one
-// ordered writer (boltstore): it lets the invoke API overlap the wait for a
-// task's durability with publishing its message.
-type OrderedCreator interface {
-	// CreateOrdered does what Create does, in two steps. It returns, with
-	// Create's errors (a *DuplicateError included, once the duplicate's
-	// record is durable), as soon as t is ordered before every write that
-	// starts after it returns — a Transition of t made then finds it (or,
-	// if t's write is lost, gets ErrNotFound) — but before t is durable. durable then
-	// waits until it is (nil), or returns the storage failure that undid
-	// it: the task does not exist and its key is not held. Call durable
-	// exactly once (the store's Close waits for it).
-	CreateOrdered(ctx context.Context, t *Task) (durable func() error, err error)
+// DeferredCreator is implemented by stores that can accept a task before
+// its record is durable (boltstore): the invoke API then answers once the
+// task's queue message is stored, and the record is written (and synced)
+// by the store's writer after the answer, off the request's path. The
+// queue message is what makes that safe: it carries everything Restore
+// needs to rebuild a record a crash lost (docs/async.md, "What accepted
+// guarantees").
+//
+// Ordering and visibility: once CreateDeferred returned, the task is
+// visible to Get, List and CountByState (served from the pending writes
+// until the record is committed), its idempotency key is held against
+// every later create, and every write that starts afterwards (Transition,
+// Delete, Batch) runs after the record's write, so it finds the task.
+type DeferredCreator interface {
+	// CreateDeferred does what Create does, with Create's errors, but
+	// returns before t's record (or, for an idempotency hit, the Duplicate
+	// record) is durable. A storage failure while writing it later is
+	// logged and undoes the task (it is no longer found): the caller's
+	// Restore brings it back. A process crash before the write does the
+	// same.
+	CreateDeferred(ctx context.Context, t *Task) error
+
+	// Restore writes back the record of a task whose deferred create was
+	// lost, from what the caller kept of it: ID, Tenant, Function, Event,
+	// IdempotencyKey, DedupWindow, Labels, Times.Received and Times.Queued
+	// (State is set to Queued). It returns once the record is durable. The
+	// key is taken back unless another live task holds it (then the task
+	// is restored without it). Errors: ErrExists if the task exists (it
+	// was never lost); ErrDeleted if it was deleted since (a tombstone),
+	// or if it was received longer ago than the store keeps tombstones
+	// (Options.TombstoneWindow), when a deletion can no longer be told
+	// from a loss.
+	Restore(ctx context.Context, t *Task) error
 }
 
 // Errors; see Store.
@@ -112,6 +133,7 @@ var (
 	ErrNotDone           = errors.New("tasks: task is not done")
 	ErrInvalid           = errors.New("tasks: invalid argument")
 	ErrClosed            = errors.New("tasks: store closed")
+	ErrDeleted           = errors.New("tasks: task was deleted")
 )
 
 // TransitionError is an illegal move; errors.Is(err, ErrInvalidTransition).
@@ -253,6 +275,10 @@ type Options struct {
 	// in the background (default 1m). Expired keys are ignored by Create
 	// either way; the sweep only reclaims space.
 	SweepInterval time.Duration
+	// TombstoneWindow is how long a store that restores tasks
+	// (DeferredCreator) remembers a deleted task's id, so that its
+	// message, still queued, does not bring it back (default 7 days).
+	TombstoneWindow time.Duration
 	// Logger receives background failures (a failed sweep); default slog.Default().
 	Logger *slog.Logger
 }
@@ -268,8 +294,9 @@ func (o Options) KeyWindow(t *Task) time.Duration {
 
 // Defaults for Options.
 const (
-	DefaultDedupWindow   = 24 * time.Hour
-	DefaultSweepInterval = time.Minute
+	DefaultDedupWindow     = 24 * time.Hour
+	DefaultSweepInterval   = time.Minute
+	DefaultTombstoneWindow = 7 * 24 * time.Hour
 )
 
 // WithDefaults returns o with zero fields set to their defaults.
@@ -282,6 +309,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = DefaultSweepInterval
+	}
+	if o.TombstoneWindow <= 0 {
+		o.TombstoneWindow = DefaultTombstoneWindow
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

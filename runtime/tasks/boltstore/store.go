@@ -2,9 +2,12 @@
 // convention <data-dir>/tasks.db) owned by one Sluice process, which holds
 // the file's lock while it is open. Every write is part of a bbolt
 // transaction that is fsynced before the write returns, so a task Create or
-// Transition that returned survives SIGKILL and power loss. bbolt has one
-// writer: concurrent writes are group-committed (writer.go), so they share
-// a transaction and its fsync; reads run concurrently with them.
+// Transition that returned survives SIGKILL and power loss — except
+// CreateDeferred (tasks.DeferredCreator), which returns before its record
+// is written and leaves the record's recovery to the caller's Restore
+// (deferred.go). bbolt has one writer: concurrent writes are
+// group-committed (writer.go), so they share a transaction and its fsync;
+// reads run concurrently with them.
 //
 // Layout (one bucket per tenant, so tenant isolation is structural):
 //
@@ -16,6 +19,8 @@
 //	tenants/<tenant>/count/<state>                      → uint64
 //	tenants/<tenant>/paused/<function>                  → ∅  (paused functions)
 //	keyexp/<expires><len(tenant)><tenant><key>          → ∅  (the key sweep)
+//	gone/<len(tenant)><tenant><id>                      → <expires>  (tombstones of deleted tasks)
+//	goneexp/<expires><len(tenant)><tenant><id>          → ∅  (their sweep)
 //
 // <received> and <expires> are 8-byte big-endian microseconds, sign-flipped
 // so byte order is time order.
@@ -47,6 +52,8 @@ const sweepBatch = 10000
 const (
 	bTenants = "tenants"
 	bKeyExp  = "keyexp"
+	bGone    = "gone"
+	bGoneExp = "goneexp"
 	bTasks   = "tasks"
 	bRecv    = "recv"
 	bState   = "state"
@@ -59,7 +66,8 @@ const (
 // Store is the bbolt task store. It is safe for concurrent use.
 type Store struct {
 	db    *bolt.DB
-	w     *writer // every write transaction goes through it
+	w     *writer  // every write transaction goes through it
+	pend  *pending // creates admitted, not yet committed (deferred.go)
 	opts  tasks.Options
 	sweep *tasks.Sweeper
 
@@ -86,7 +94,7 @@ func Open(path string, o tasks.Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: open %s (another process may hold it): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{bTenants, bKeyExp} {
+		for _, b := range []string{bTenants, bKeyExp, bGone, bGoneExp} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
@@ -96,7 +104,9 @@ func Open(path string, o tasks.Options) (*Store, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("boltstore: init %s: %w", path, err), db.Close())
 	}
-	s := &Store{db: db, w: startWriter(db), opts: o.WithDefaults()}
+	opts := o.WithDefaults()
+	pend := newPending(opts.Logger)
+	s := &Store{db: db, w: startWriter(db, pend), pend: pend, opts: opts}
 	s.sweep = tasks.StartSweeper(s.opts.SweepInterval, func(ctx context.Context) {
 		if _, err := s.PurgeExpiredKeys(ctx); err != nil && !errors.Is(err, tasks.ErrClosed) && ctx.Err() == nil {
 			s.opts.Logger.Warn("tasks: purging expired idempotency keys", "store", path, "err", err)
@@ -141,93 +151,33 @@ func (s *Store) do(ctx context.Context, write bool, fn func(tx *bolt.Tx) error) 
 
 func (s *Store) now() time.Time { return tasks.Norm(s.opts.Now()) }
 
-// Create implements tasks.Store.
+// Create implements tasks.Store: the create is admitted like a deferred
+// one (deferred.go) and Create waits for its commit. A duplicate is
+// returned once its record is durable.
 func (s *Store) Create(ctx context.Context, t *tasks.Task) error {
-	durable, err := s.CreateOrdered(ctx, t)
-	if err != nil {
-		return err
-	}
-	return durable()
-}
-
-var _ tasks.OrderedCreator = (*Store)(nil)
-
-// CreateOrdered implements tasks.OrderedCreator: the task's write is
-// queued to the group-commit writer, and CreateOrdered returns once it ran
-// in a transaction about to commit; every later write (a dispatcher's
-// claim) goes into a later transaction. A duplicate is returned once its
-// record is durable.
-func (s *Store) CreateOrdered(ctx context.Context, t *tasks.Task) (durable func() error, err error) {
-	now := s.now()
-	if err := tasks.Prepare(t, now); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	// Held until durable returned, so that Close waits for the commit.
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return nil, tasks.ErrClosed
-	}
+	pc, err := s.admit(ctx, t, modeCreate, true)
 	var dup *tasks.DuplicateError
-	prepared := t.Clone()
-	wait, err := s.w.stage(ctx, func(tx *bolt.Tx) error {
-		// Batched writes may run this more than once: start afresh.
-		*t, dup = *prepared.Clone(), nil
-		tb, err := tenantBucket(tx, t.Tenant, true)
-		if err != nil {
-			return err
-		}
-		if tb.Bucket([]byte(bTasks)).Get([]byte(t.ID)) != nil {
-			return fmt.Errorf("%w: %s", tasks.ErrExists, t.ID)
-		}
-		if t.IdempotencyKey != "" {
-			keys := tb.Bucket([]byte(bKeys))
-			if v := keys.Get([]byte(t.IdempotencyKey)); v != nil {
-				exp, owner := decodeKey(v)
-				if now.Before(exp) {
-					tasks.MarkDuplicate(t, owner, now)
-					dup = &tasks.DuplicateError{Original: owner, Duplicate: t.ID}
-				} else if err := tx.Bucket([]byte(bKeyExp)).Delete(keyExpKey(exp, t.Tenant, t.IdempotencyKey)); err != nil {
-					return err
-				}
-			}
-			if dup == nil {
-				exp := now.Add(s.opts.KeyWindow(t))
-				if err := keys.Put([]byte(t.IdempotencyKey), encodeKey(exp, t.ID)); err != nil {
-					return err
-				}
-				if err := tx.Bucket([]byte(bKeyExp)).Put(keyExpKey(exp, t.Tenant, t.IdempotencyKey), nil); err != nil {
-					return err
-				}
-			}
-		}
-		return put(tb, nil, t)
-	})
-	if err != nil {
-		s.mu.RUnlock()
-		return nil, fmt.Errorf("boltstore: create: %w", err)
+	if err != nil && !errors.As(err, &dup) {
+		return fmt.Errorf("boltstore: create: %w", err)
 	}
-	durable = func() error {
-		defer s.mu.RUnlock()
-		if err := wait(); err != nil {
-			return fmt.Errorf("boltstore: create: %w", err)
-		}
-		return nil
+	if cerr := <-pc.done; cerr != nil {
+		return fmt.Errorf("boltstore: create: %w", cerr)
 	}
-	if dup != nil {
-		if err := durable(); err != nil {
-			return nil, err
-		}
-		return nil, dup
-	}
-	return durable, nil
+	return err
 }
+
+var _ tasks.DeferredCreator = (*Store)(nil)
 
 // Get implements tasks.Store.
 func (s *Store) Get(ctx context.Context, tenant, id string) (*tasks.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// The pending creates first: one committed after this check is in
+	// the bbolt read that follows.
+	if t := s.pend.lookup(tenant, id); t != nil {
+		return t, nil
+	}
 	var t *tasks.Task
 	err := s.do(ctx, false, func(tx *bolt.Tx) error {
 		var err error
@@ -272,7 +222,7 @@ func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 		if !cur.State.Done() {
 			return fmt.Errorf("%w: task %s is %s", tasks.ErrNotDone, id, cur.State)
 		}
-		return remove(tx, cur)
+		return remove(tx, cur, s.now().Add(s.opts.TombstoneWindow))
 	})
 	if err != nil {
 		return fmt.Errorf("boltstore: delete: %w", err)
@@ -287,9 +237,11 @@ func (s *Store) List(ctx context.Context, q tasks.Query) (tasks.Page, error) {
 		return tasks.Page{}, err
 	}
 	var page tasks.Page
+	pend := s.pend.ofTenant(cq) // before the read: see Get
 	err = s.do(ctx, false, func(tx *bolt.Tx) error {
 		var more bool
 		page.Tasks, more, err = scan(tx, cq, cq.Limit)
+		page.Tasks, more = mergePending(page.Tasks, more, pend, cq)
 		if more {
 			page.Next = tasks.CursorAfter(page.Tasks[len(page.Tasks)-1])
 		}
@@ -328,7 +280,7 @@ func (s *Store) Batch(ctx context.Context, q tasks.Query, op tasks.Op) (int, err
 				continue
 			}
 			if op == tasks.OpDelete {
-				err = remove(tx, cur)
+				err = remove(tx, cur, now.Add(s.opts.TombstoneWindow))
 			} else if next, ok := op.Apply(cur, now); ok {
 				err = put(tb, cur, next)
 			}
@@ -351,14 +303,23 @@ func (s *Store) CountByState(ctx context.Context, tenant string) (map[tasks.Stat
 		return nil, err
 	}
 	out := map[tasks.State]int{}
+	pend := s.pend.ofTenant(tasks.CheckedQuery{Query: tasks.Query{Tenant: tenant}}) // before the read: see Get
 	err := s.do(ctx, false, func(tx *bolt.Tx) error {
 		tb, err := tenantBucket(tx, tenant, false)
-		if err != nil || tb == nil {
+		if err != nil {
 			return err
+		}
+		for _, t := range pend {
+			if tb == nil || tb.Bucket([]byte(bTasks)).Get([]byte(t.ID)) == nil {
+				out[t.State]++ // not committed yet
+			}
+		}
+		if tb == nil {
+			return nil
 		}
 		return tb.Bucket([]byte(bCount)).ForEach(func(k, v []byte) error {
 			if n := binary.BigEndian.Uint64(v); n > 0 {
-				out[tasks.State(k)] = int(n)
+				out[tasks.State(k)] += int(n)
 			}
 			return nil
 		})
@@ -418,8 +379,8 @@ func (s *Store) PausedFunctions(ctx context.Context, tenant string) ([]string, e
 	return out, nil
 }
 
-// PurgeExpiredKeys deletes idempotency keys whose dedup window has passed
-// and returns how many. The background sweep calls it; Create ignores
+// PurgeExpiredKeys deletes idempotency keys whose dedup window has passed,
+// and tombstones older than Options.TombstoneWindow, and returns how many. The background sweep calls it; Create ignores
 // expired keys whether or not they were purged.
 func (s *Store) PurgeExpiredKeys(ctx context.Context) (int, error) {
 	total := 0
@@ -452,7 +413,9 @@ func (s *Store) PurgeExpiredKeys(ctx context.Context) (int, error) {
 				}
 				n++
 			}
-			return nil
+			gone, err := purgeTombstones(tx, now)
+			n += gone
+			return err
 		})
 		total += n
 		if err != nil {
@@ -539,10 +502,13 @@ func put(tb *bolt.Bucket, cur, next *tasks.Task) error {
 }
 
 // remove deletes t with its index entries and, if t holds it, its
-// idempotency key.
-func remove(tx *bolt.Tx, t *tasks.Task) error {
+// idempotency key, and leaves a tombstone until gone (deferred.go).
+func remove(tx *bolt.Tx, t *tasks.Task, gone time.Time) error {
 	tb, err := tenantBucket(tx, t.Tenant, false)
 	if err != nil {
+		return err
+	}
+	if err := tombstone(tx, t, gone); err != nil {
 		return err
 	}
 	rk := recvKey(t.Times.Received, t.ID)

@@ -2,6 +2,7 @@ package boltstore
 
 import (
 	"context"
+	"fmt"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -25,6 +26,11 @@ const (
 // batch grows with the load and a lone write waits for no timer (what
 // bolt.DB.Batch, with its fixed delay, cannot do).
 //
+// Creates do not come through reqs: they are admitted into pend
+// (deferred.go), which kicks the writer, and every transaction first
+// writes the creates admitted until it started. A write queued after a
+// create was admitted therefore runs after the create's write.
+//
 // A write whose function fails makes the transaction roll back; the
 // others run again without it, and it gets its own error. So a write's
 // function may run more than once and must start afresh each time; it
@@ -32,6 +38,7 @@ const (
 // in its own transaction, in order.
 type writer struct {
 	db   *bolt.DB
+	pend *pending
 	reqs chan writeReq
 	stop chan struct{} // closed by close: no more writes will come
 	done chan struct{} // closed when the goroutine returned
@@ -40,14 +47,10 @@ type writer struct {
 type writeReq struct {
 	fn  func(*bolt.Tx) error
 	err chan<- error // buffered (1): the writer never blocks answering
-	// ran, if not nil, is closed once fn ran for good: every function of
-	// its transaction succeeded (none will run again) and the
-	// transaction is about to commit. Only stage sets it.
-	ran chan struct{}
 }
 
-func startWriter(db *bolt.DB) *writer {
-	w := &writer{db: db, reqs: make(chan writeReq, queueDepth), stop: make(chan struct{}), done: make(chan struct{})}
+func startWriter(db *bolt.DB, pend *pending) *writer {
+	w := &writer{db: db, pend: pend, reqs: make(chan writeReq, queueDepth), stop: make(chan struct{}), done: make(chan struct{})}
 	go w.loop()
 	return w
 }
@@ -66,33 +69,9 @@ func (w *writer) write(ctx context.Context, fn func(*bolt.Tx) error) error {
 	return <-errc
 }
 
-// stage queues fn like write but returns as soon as fn ran for good in a
-// transaction about to commit, before the commit's fsync: any write queued
-// after stage returned runs in a later transaction, so it sees fn's
-// effects, or fails with them if the commit fails. wait returns the
-// commit's outcome and must be called once. If fn fails, stage returns its
-// error (wait is nil).
-func (w *writer) stage(ctx context.Context, fn func(*bolt.Tx) error) (wait func() error, err error) {
-	errc, ran := make(chan error, 1), make(chan struct{})
-	select {
-	case w.reqs <- writeReq{fn: fn, err: errc, ran: ran}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	select {
-	case <-ran:
-		return func() error { return <-errc }, nil
-	case err := <-errc:
-		// fn failed, or (ran is closed too) the commit already ended.
-		if err != nil {
-			return nil, err
-		}
-		return func() error { return nil }, nil
-	}
-}
-
-// close stops the goroutine and waits for it. The caller guarantees no
-// write is in progress or will start.
+// close stops the goroutine, once it wrote the creates still pending, and
+// waits for it. The caller guarantees no write is in progress or will
+// start.
 func (w *writer) close() {
 	close(w.stop)
 	<-w.done
@@ -105,7 +84,10 @@ func (w *writer) loop() {
 		select {
 		case r := <-w.reqs:
 			batch = append(batch[:0], r)
+		case <-w.pend.kick:
+			batch = batch[:0]
 		case <-w.stop:
+			w.commit(nil)
 			return
 		}
 	more:
@@ -122,20 +104,28 @@ func (w *writer) loop() {
 	}
 }
 
-// commit runs batch in one transaction, taking out the writes that fail.
+// commit runs the pending creates and batch in one transaction, taking out
+// the writes that fail.
 func (w *writer) commit(batch []writeReq) {
-	for len(batch) > 0 {
+	if len(batch) == 0 && !w.pend.queued() {
+		return // a kick for creates an earlier transaction took
+	}
+	var creates []*pendingCreate
+	for {
 		failed, ferr := -1, error(nil)
 		err := w.db.Update(func(tx *bolt.Tx) error {
+			// Kept across reruns: a create taken is written by this
+			// transaction or reported lost with it.
+			creates = append(creates, w.pend.take()...)
+			for _, pc := range creates {
+				if err := writeCreate(tx, pc); err != nil {
+					return fmt.Errorf("writing task %s: %w", pc.t.ID, err)
+				}
+			}
 			for i, r := range batch {
 				if ferr = r.fn(tx); ferr != nil {
 					failed = i
 					return ferr
-				}
-			}
-			for _, r := range batch {
-				if r.ran != nil {
-					close(r.ran)
 				}
 			}
 			return nil
@@ -145,6 +135,9 @@ func (w *writer) commit(batch []writeReq) {
 			batch = slices.Delete(batch, failed, failed+1)
 			continue
 		}
+		// The creates leave the pending set before anyone hears of
+		// the commit (see pending).
+		w.pend.settle(creates, err)
 		for _, r := range batch {
 			r.err <- err
 		}
