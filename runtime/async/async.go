@@ -244,7 +244,7 @@ func (s *Service) run(ctx context.Context) error {
 	} else {
 		// Promotion would leave a function's backlog behind and a reclaimed
 		// queue could never be emptied into the shared one.
-		s.log.Info("queue placement disabled: the task queue cannot move messages between queues (Kafka)")
+		s.log.Info("queue placement disabled: the task queue cannot move messages between queues (Kafka, RocketMQ)")
 	}
 	for _, loop := range background {
 		loops.Add(1)
