@@ -107,14 +107,16 @@ type Config struct {
 // Windows are counted in calls, not time, so there is no period to tune:
 //
 //   - Window: a limit's worth of successful completions (one "round trip"
-//     of the whole window, as TCP grows per RTT). A success counts only if
-//     the limit was used up at some moment while the call ran (every slot
-//     taken, or a caller waiting for one), and only if the call started
-//     after the last cut. A limiter whose callers never need all of it does
-//     not grow a limit it does not use: with demand steady below the limit
-//     (a feeder that cannot keep it full, a key-ordered pipeline with few
-//     ready keys) the limit stays where it is, at most one above the
-//     demand.
+//     of the whole window, as TCP grows per RTT). A success counts only if,
+//     when it completed, at least half the limit was in flight (an idle or
+//     lightly loaded limiter does not grow a limit it never uses), and only
+//     if the call started after the last cut. Half, not all: callers that
+//     are themselves sized to the limit (a worker pool following it) only
+//     grow after the limit did, so requiring every slot taken would pace
+//     growth to their resizing and put that wait into the window durations
+//     the throughput check compares. Demand steady between half the limit
+//     and the limit is left to that check: windows slow down as the limit
+//     outgrows the demand.
 //   - Increase: after each window the limit grows, shaped like TCP CUBIC
 //     around the last point that fitted (wmax, the calls in flight beside
 //     the one the target refused): by one per window below wmax; at wmax
@@ -195,11 +197,7 @@ type AIMD struct {
 	stuck int
 	// epoch is incremented by every cut; slots remember the epoch they were
 	// granted in.
-	epoch uint64
-	// fullMark is incremented whenever the limit is used up (a grant takes
-	// the last slot, or a caller starts waiting); slots remember it, so a
-	// release can tell whether the limit was used up while its call ran.
-	fullMark    uint64
+	epoch       uint64
 	pausedUntil time.Time
 	pauseTimer  *time.Timer
 	// waiters are blocked Acquire calls in arrival order (FIFO).
@@ -224,9 +222,8 @@ type band struct {
 
 // slot records what release needs to know about an acquisition.
 type slot struct {
-	epoch    uint64
-	fullMark uint64
-	start    time.Time
+	epoch uint64
+	start time.Time
 	// beside is the number of other calls in flight when this one was
 	// granted.
 	beside int
@@ -291,7 +288,6 @@ func (a *AIMD) Acquire(ctx context.Context) (release func(Outcome), err error) {
 	}
 	w := &waiter{ready: make(chan struct{})}
 	a.waiters = append(a.waiters, w)
-	a.fullMark++
 	a.recordWaitingLocked()
 	a.mu.Unlock()
 
@@ -394,13 +390,9 @@ func (a *AIMD) canGrantLocked() bool {
 
 // grantLocked takes a slot.
 func (a *AIMD) grantLocked() slot {
-	s := slot{epoch: a.epoch, fullMark: a.fullMark, start: a.now(), beside: a.inFlight}
 	a.inFlight++
-	if a.inFlight >= a.limit {
-		a.fullMark++
-	}
 	a.recordInFlightLocked()
-	return s
+	return slot{epoch: a.epoch, start: a.now(), beside: a.inFlight - 1}
 }
 
 // grantWaitersLocked hands free slots to waiters in FIFO order.
@@ -442,10 +434,8 @@ func (a *AIMD) releaser(s slot) func(Outcome) {
 }
 
 func (a *AIMD) releaseLocked(s slot, o Outcome) {
-	// The limit was used up while this call ran: some grant since its own
-	// (its own included) took the last slot or made a caller wait, or that
-	// is so now (this call still counted in flight).
-	used := a.fullMark != s.fullMark || len(a.waiters) > 0 || a.inFlight >= a.limit
+	// Utilisation is judged with this call still counted in flight.
+	busy := 2*a.inFlight >= a.limit
 	// The calls in flight beside this one, what the target was serving
 	// when it answered: counted at its start or at its end, whichever is
 	// more (calls started after it may have reached the target first,
@@ -460,7 +450,7 @@ func (a *AIMD) releaseLocked(s slot, o Outcome) {
 	case Success:
 		// Successes of calls started before the last cut say nothing about
 		// the lowered limit; counting them would undo the cut at once.
-		if used && s.epoch == a.epoch {
+		if busy && s.epoch == a.epoch {
 			a.successes++
 			if a.successes >= a.limit {
 				a.windowDoneLocked()

@@ -269,45 +269,6 @@ func TestNoGrowthWhenIdle(t *testing.T) {
 	}
 }
 
-// TestNoGrowthBelowTheLimit: callers that keep more than half the limit but
-// never all of it busy do not grow it (issue 4's "in-flight at least half
-// the limit" let such a limit grow while its top slots were never used);
-// once they use it up, it grows, and it stops one above what they use.
-func TestNoGrowthBelowTheLimit(t *testing.T) {
-	t.Parallel()
-	clock := newFakeClock()
-	l := NewAIMD(Config{Initial: 20, Max: 100, Now: clock.Now})
-	// run keeps demand calls in flight for n completions, replacing each
-	// completed call by a new one, 1 ms of fake time apart.
-	var rels []func(Outcome)
-	run := func(demand, n int) {
-		t.Helper()
-		for len(rels) < demand {
-			rels = append(rels, mustAcquire(t, l, 1)[0])
-		}
-		for range n {
-			clock.Advance(time.Millisecond)
-			rels[0](Success)
-			rels = append(rels[1:], mustAcquire(t, l, 1)[0])
-		}
-	}
-	run(15, 100*20) // a hundred windows' worth at three quarters of the limit
-	if got := l.Limit(); got != 20 {
-		t.Fatalf("limit with 15 of 20 slots used = %d, want 20", got)
-	}
-	run(20, 20) // every slot used: one window grows it
-	if got := l.Limit(); got != 21 {
-		t.Fatalf("limit after a window with every slot used = %d, want 21", got)
-	}
-	run(20, 100*21) // 20 of 21 used from now on
-	if got := l.Limit(); got != 21 {
-		t.Fatalf("limit with 20 of 21 slots used = %d, want 21", got)
-	}
-	for _, rel := range rels {
-		rel(Ignore)
-	}
-}
-
 // TestWaitingCallersUseTheLimit: a caller waiting for a slot counts as the
 // limit being used up, for growth and for the Recorder.
 func TestWaitingCallersUseTheLimit(t *testing.T) {

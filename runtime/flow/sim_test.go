@@ -199,6 +199,36 @@ func TestSimulatedIdleDoesNotGrow(t *testing.T) {
 	}
 }
 
+// TestSimulatedDemandBoundsGrowth: callers that never need more than 15
+// slots (a feeder slower than the target, a key-ordered pipeline with few
+// ready keys) keep at least half of a larger limit busy, so its windows
+// count; the throughput check is what stops the limit above the demand:
+// beyond it a window (a limit's worth of calls) takes longer than at lower
+// limits, because the extra slots stay empty. Without the check the limit
+// runs to twice the demand.
+func TestSimulatedDemandBoundsGrowth(t *testing.T) {
+	t.Parallel()
+	run := func(tolerance float64) (last, top int) {
+		clock := newFakeClock()
+		l := NewAIMD(Config{Initial: 8, Max: 1000, GrowthTolerance: tolerance, Now: clock.Now})
+		var calls []simCall
+		limits := simRun(l, clock, &simTarget{}, rand.New(rand.NewPCG(6, 6)), 20000, 15,
+			func(int) int { return 1000 }, &calls)
+		for _, lim := range limits {
+			top = max(top, lim)
+		}
+		return limits[len(limits)-1], top
+	}
+	if last, top := run(0); last < 15 || top > 22 {
+		t.Errorf("limit with 15 callers: %d at the end, %d at most; want 15–22 (under 1.5× the demand)", last, top)
+	}
+	// The last window that counts is the one at 30 (15 in flight is half
+	// of it), so the limit ends one above twice the demand.
+	if last, top := run(-1); last != 31 || top != 31 {
+		t.Errorf("limit with 15 callers and no throughput check: %d at the end, %d at most; want 31", last, top)
+	}
+}
+
 // TestConcurrentTarget exercises the limiter from real goroutines against a
 // target with capacity K (for the race detector and leak check; scheduling
 // makes the trajectory nondeterministic, so only invariants are asserted).
