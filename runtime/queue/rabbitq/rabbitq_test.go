@@ -164,9 +164,7 @@ func TestRetryAfterWaitsInRetryQueue(t *testing.T) {
 	if err := ack(ctxOf(t), nil); err != nil {
 		t.Fatalf("ack: %v", err)
 	}
-	for depth(t, q, name) != 0 {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitDepth(t, q, name, 0)
 	// Both queues go, the retry queue included.
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -180,6 +178,22 @@ func TestRetryAfterWaitsInRetryQueue(t *testing.T) {
 	})
 	if ae := (*amqp.Error)(nil); !errors.As(err, &ae) || ae.Code != amqp.NotFound {
 		t.Fatalf("retry queue after DeleteQueue: %v, want NOT_FOUND", err)
+	}
+}
+
+// waitDepth waits until Depth(name) is want.
+func waitDepth(t *testing.T, q *Queue, name string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		n := depth(t, q, name)
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Depth(%s) = %d, want %d", name, n, want)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -291,9 +305,12 @@ func TestMoveFilter(t *testing.T) {
 	if !slices.Equal(seen, []string{"id-0", "id-1", "id-2"}) {
 		t.Fatalf("filter saw %v, want each message once", seen)
 	}
-	if from, to := depth(t, q, "from"), depth(t, q, "to"); from != 1 || to != 2 {
-		t.Fatalf("Depth after Move: from %d, to %d; want 1, 2", from, to)
+	if to := depth(t, q, "to"); to != 2 {
+		t.Fatalf("Depth of the target after Move = %d, want 2", to)
 	}
+	// The broker requeues the rejected message once Move's channel closed,
+	// asynchronously.
+	waitDepth(t, q, "from", 1)
 	src := connect(t, q, "to")
 	for range 2 {
 		msg, ack, err := src.Read(ctxOf(t))
@@ -399,9 +416,7 @@ func TestTLS(t *testing.T) {
 	if err := ack(ctxOf(t), nil); err != nil {
 		t.Fatalf("ack: %v", err)
 	}
-	for depth(t, q, "tls") != 0 {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitDepth(t, q, "tls", 0)
 }
 
 // TestRetireSequence follows the async service's retire of a dedicated
@@ -438,9 +453,7 @@ func TestRetireSequence(t *testing.T) {
 	closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = src.Close(closeCtx) // unacknowledged: the broker requeues them
-	for depth(t, q, "from") != 2 {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitDepth(t, q, "from", 2)
 	moved, err = q.Move(ctxOf(t), "from", "to", nil)
 	if err != nil || moved != 2 {
 		t.Fatalf("Move after the reader stopped = %d, %v; want 2", moved, err)
