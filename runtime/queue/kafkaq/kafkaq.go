@@ -522,16 +522,22 @@ func (s *source) ackFunc(msgID string, stored cloudevents.Event, ack connectors.
 	}
 }
 
+// errStopped nacks a message held for a RetryAfter when its reader closes.
+var errStopped = errors.New("reader closed before the retry delay passed")
+
 func (s *source) retryLater(d time.Duration, msgID string, stored cloudevents.Event, ack connectors.AckFunc) {
 	t := time.NewTimer(d)
 	defer t.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	select {
 	case <-s.stop:
+		// A nack, not silence: the Kafka source's Close would wait for an
+		// acknowledgement that never comes, until its deadline.
+		_ = ack(ctx, errStopped)
 		return
 	case <-t.C:
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	data, headers, err := queue.EncodeEvent(stored)
 	if err == nil {
 		_, err = s.q.Publish(ctx, s.queue, msgID, data, headers)
@@ -539,6 +545,7 @@ func (s *source) retryLater(d time.Duration, msgID string, stored cloudevents.Ev
 	if err != nil {
 		s.q.log.Warn("re-publishing a message to retry later failed; it is delivered again when its partition is reassigned",
 			"queue", s.queue, "msg_id", msgID, "err", err)
+		_ = ack(ctx, err)
 		return
 	}
 	// The copy is stored: the original may go (a failure here leaves both,
