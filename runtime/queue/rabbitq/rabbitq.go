@@ -815,7 +815,8 @@ func (q *Queue) Queues(ctx context.Context) ([]string, error) {
 // Move implements queue.Queue: it takes from's ready messages one by one
 // (basic.get), republishes each one filter accepts to to with a confirm
 // and then acknowledges it; the others are held until Move ends and then
-// go back to from. Ready messages include ones a reader gave back
+// go back to from (requeued by the broker asynchronously, just after Move
+// returns). Ready messages include ones a reader gave back
 // (nack); messages held by readers, and those waiting in from's retry
 // queue, stay. RabbitMQ does not deduplicate: a Move interrupted between
 // the confirm and the ack leaves a copy in both queues (the task store
