@@ -12,10 +12,13 @@ import (
 )
 
 // TestGroupCommitReruns: writes share transactions (writer.go), and a write
-// that fails makes its batch roll back and run again without it. Creates
-// racing with failing ones must still leave every task as its own Create
-// reported: one original per key, duplicates pointing at it, and the
-// caller's task updated exactly once.
+// that fails makes its batch roll back and run again without it, the
+// pending creates (deferred.go) written again with it. Creates racing with
+// failing writes — a create of an id that exists (refused at admission)
+// and a transition of a task that does not (refused in the transaction) —
+// must still leave every task as its own Create reported: one original
+// per key, duplicates pointing at it, and the caller's task updated
+// exactly once.
 func TestGroupCommitReruns(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tasks.db")
 	s, err := Open(path, tasks.Options{})
@@ -35,8 +38,15 @@ func TestGroupCommitReruns(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			task := &tasks.Task{Tenant: "t", Function: "f", IdempotencyKey: fmt.Sprintf("k%d", i%7)}
-			if i%3 == 0 {
+			switch i % 6 {
+			case 0:
 				task = &tasks.Task{ID: "taken", Tenant: "t", Function: "f"} // fails: the id exists
+			case 3:
+				_, err := s.Transition(ctx, "t", "missing", tasks.Running, nil) // fails in the transaction
+				if !errors.Is(err, tasks.ErrNotFound) {
+					errs[i] = fmt.Errorf("transition of a missing task: %v", err)
+				}
+				return
 			}
 			errs[i] = s.Create(ctx, task)
 			created[i] = task
@@ -47,7 +57,11 @@ func TestGroupCommitReruns(t *testing.T) {
 	for i, task := range created {
 		var dup *tasks.DuplicateError
 		switch {
-		case i%3 == 0:
+		case i%6 == 3:
+			if errs[i] != nil {
+				t.Fatal(errs[i])
+			}
+		case i%6 == 0:
 			if !errors.Is(errs[i], tasks.ErrExists) {
 				t.Fatalf("create %d: %v, want ErrExists", i, errs[i])
 			}
