@@ -24,6 +24,9 @@ import (
 // as a writer process on the store file it names.
 const childEnv = "SLUICE_BOLTSTORE_CHILD"
 
+// deferredLine marks the child's report of a deferred create (not durable yet).
+const deferredLine = "deferred"
+
 func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
 		os.Exit(child(path))
@@ -121,7 +124,8 @@ func TestSecondOpenFails(t *testing.T) {
 // TestSurvivesSIGKILL runs a child process that creates and transitions
 // tasks, printing each id once its write returned; after some writes the
 // child is killed with SIGKILL mid-stream. Every printed (committed) write
-// must be in the reopened store.
+// must be in the reopened store, and every deferred create the child made
+// beside them either there whole or not at all.
 func TestSurvivesSIGKILL(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tasks.db")
 	exe, err := os.Executable()
@@ -138,25 +142,31 @@ func TestSurvivesSIGKILL(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// committed maps each id the child reported to the state it reported.
-	committed := map[string]tasks.State{}
+	// committed maps each id the child reported to the state it reported;
+	// deferred, the ids of its deferred creates to their event.
+	committed, deferred := map[string]tasks.State{}, map[string]string{}
+	read := func(line string) {
+		id, rest, ok := strings.Cut(line, " ")
+		if !ok {
+			t.Fatalf("child said %q", line)
+		}
+		if n, ok := strings.CutPrefix(rest, deferredLine+" "); ok {
+			deferred[id] = `{"d":` + n + `}`
+			return
+		}
+		committed[id] = tasks.State(rest)
+	}
 	lines := bufio.NewScanner(out)
 	const killAfter = 300
 	for len(committed) < killAfter && lines.Scan() {
-		id, state, ok := strings.Cut(lines.Text(), " ")
-		if !ok {
-			t.Fatalf("child said %q", lines.Text())
-		}
-		committed[id] = tasks.State(state)
+		read(lines.Text())
 	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	// Lines written before the kill are committed too.
 	for lines.Scan() {
-		if id, state, ok := strings.Cut(lines.Text(), " "); ok {
-			committed[id] = tasks.State(state)
-		}
+		read(lines.Text())
 	}
 	if err := cmd.Wait(); err == nil {
 		t.Fatal("the child exited normally; it should have been killed")
@@ -183,6 +193,20 @@ func TestSurvivesSIGKILL(t *testing.T) {
 			t.Errorf("task %s is %s, the child committed %s", id, got.State, state)
 		}
 	}
+	// A deferred create is written whole, or lost whole with the kill.
+	lost := 0
+	for id, event := range deferred {
+		got, err := s.Get(ctx, "acme", id)
+		switch {
+		case errors.Is(err, tasks.ErrNotFound):
+			lost++
+		case err != nil:
+			t.Errorf("deferred task %s: %v", id, err)
+		case got.State != tasks.Queued || string(got.Event) != event:
+			t.Errorf("deferred task %s: %+v, want queued with %s", id, got, event)
+		}
+	}
+	t.Logf("%d of %d deferred creates were lost with the kill", lost, len(deferred))
 	counts, err := s.CountByState(ctx, "acme")
 	if err != nil {
 		t.Fatal(err)
@@ -221,6 +245,13 @@ func child(path string) int {
 			return 2
 		}
 		fmt.Fprintln(w, t.ID, tasks.Queued)
+		// A deferred create beside each one: not durable when reported.
+		d := &tasks.Task{Tenant: "acme", Function: "f", Event: []byte(fmt.Sprintf(`{"d":%d}`, i))}
+		if err := s.CreateDeferred(ctx, d); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 2
+		}
+		fmt.Fprintln(w, d.ID, deferredLine, i)
 		if i%2 == 1 {
 			if _, err := s.Transition(ctx, "acme", t.ID, tasks.Running, nil); err != nil {
 				fmt.Fprintln(os.Stderr, "child:", err)
