@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/pipelines"
 	"github.com/sluicehq/sluice/runtime/queue/rabbitq"
@@ -97,7 +99,7 @@ func TestAsyncE2ERabbitQueue(t *testing.T) {
 	t.Logf("%d of %d tasks answered before the kill", len(ledgerLines(t, ledger)), n)
 
 	restarted := time.Now()
-	startProc(t, bin(t, "sluice"), args...)
+	sluice = startProc(t, bin(t, "sluice"), args...)
 	waitHTTP(t, "http://"+admin+"/healthz")
 	deadline := time.Now().Add(3 * time.Minute)
 	for _, id := range ids {
@@ -134,6 +136,16 @@ func TestAsyncE2ERabbitQueue(t *testing.T) {
 	if err != nil || len(queues) == 0 {
 		t.Fatalf("queues under %s: %v, %v; want the tenant's", prefix, queues, err)
 	}
+	// Leave nothing behind on the shared broker: the queues, their retry
+	// queues and the registry stream (names per docs/queues.md).
+	t.Cleanup(func() {
+		_ = sluice.stop(t, syscall.SIGKILL) // its reader would declare the queue again
+		names := []string{prefix + "~queues"}
+		for _, name := range queues {
+			names = append(names, q.QueueName(name), q.QueueName(name)+"~retry")
+		}
+		deleteRabbitQueues(t, testenv.RabbitURL(t), names...)
+	})
 	for {
 		n, err := q.Depth(ctx, queues[0])
 		if err == nil && n == 0 {
@@ -143,5 +155,27 @@ func TestAsyncE2ERabbitQueue(t *testing.T) {
 			t.Fatalf("depth of %s after every task ran: %d, %v", queues[0], n, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// deleteRabbitQueues deletes the named queues (missing ones are fine).
+func deleteRabbitQueues(t *testing.T, url string, names ...string) {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Errorf("delete queues: %v", err)
+		return
+	}
+	defer func() { _ = conn.Close() }()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Errorf("delete queues: %v", err)
+		return
+	}
+	for _, name := range names {
+		if _, err := ch.QueueDelete(name, false, false, false); err != nil {
+			t.Errorf("delete queue %s: %v", name, err)
+			return
+		}
 	}
 }

@@ -35,7 +35,43 @@ func open(t testing.TB, cfg Config) *Queue {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	purgeAtCleanup(t, cfg.URL, cfg.Prefix)
 	return q
+}
+
+// purgeAtCleanup deletes, when t ends, the queues, retry queues and
+// registry stream made under prefix, so that test runs do not pile up
+// quorum queues and streams on the shared broker (every stream holds file
+// handles of the broker's: a few hundred left behind exhausted its 1,024
+// and it stopped accepting connections).
+func purgeAtCleanup(t testing.TB, url, prefix string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		q, err := Open(ctx, Config{URL: url, Prefix: prefix}, nil)
+		if err != nil {
+			t.Errorf("purge %s: %v", prefix, err)
+			return
+		}
+		defer func() { _ = q.Close(context.Background()) }()
+		names, err := q.Queues(ctx)
+		if err != nil {
+			t.Errorf("purge %s: %v", prefix, err)
+		}
+		targets := []string{q.registryName()}
+		for _, name := range names {
+			targets = append(targets, q.QueueName(name), q.retryName(name))
+		}
+		for _, rn := range targets {
+			err := q.withChannel(ctx, func(ch *amqp.Channel) error {
+				_, err := ch.QueueDelete(rn, false, false, false)
+				return err
+			})
+			if err != nil {
+				t.Errorf("purge %s: delete %s: %v", prefix, rn, err)
+			}
+		}
+	})
 }
 
 // TestQueueSuite runs the behaviour shared with the other queues, on
@@ -397,13 +433,15 @@ func TestUnreachableBroker(t *testing.T) {
 // TestTLS: the queue and its readers work over RabbitMQ's TLS listener,
 // the server's certificate verified against the test CA.
 func TestTLS(t *testing.T) {
+	prefix := testenv.UniqueName(t, "sluice")
 	q, err := Open(ctxOf(t), Config{
-		URL: testenv.RabbitTLSURL(t), Prefix: testenv.UniqueName(t, "sluice"),
+		URL: testenv.RabbitTLSURL(t), Prefix: prefix,
 		TLS: &pipelines.TLSSpec{Enabled: true, CAFile: testenv.TLSCAFile(t)},
 	}, nil)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	purgeAtCleanup(t, testenv.RabbitURL(t), prefix)
 	t.Cleanup(func() { _ = q.Close(context.Background()) })
 	if _, err := q.Publish(ctxOf(t), "tls", "m1", []byte("x"), nil); err != nil {
 		t.Fatalf("Publish: %v", err)
