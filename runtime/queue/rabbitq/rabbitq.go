@@ -236,6 +236,9 @@ func (q *Queue) connection(ctx context.Context) (*amqp.Connection, error) {
 		return nil, &dialError{err: q.dialErr, retryIn: wait}
 	}
 	c, err := q.dialer.Dial(ctx)
+	if err != nil && ctx.Err() != nil {
+		return nil, &dialError{err: err} // the caller gave up: says nothing of the broker
+	}
 	if err != nil {
 		delay := q.dialBackoff.NextBackOff()
 		q.dialErr, q.nextDial = err, time.Now().Add(delay)
@@ -270,6 +273,9 @@ func (q *Queue) connectRetrying(ctx context.Context) error {
 		var de *dialError
 		if err == nil || !errors.As(err, &de) || amqpconf.IsPermanent(err) {
 			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (%w)", err, ctx.Err())
 		}
 		wait := de.retryIn
 		if wait <= 0 {
