@@ -757,6 +757,14 @@ rabbit_env() {
   export RABBITMQ_CONFIG_FILE="$RABBIT_DIR/rabbitmq.conf" # rabbit_render writes it
   export ERL_EPMD_ADDRESS=$HOST
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  # The node counts its file handles against the soft limit, and su (the
+  # Debian script runs it as user rabbitmq) resets that to PAM's default,
+  # often 1024: every queue and stream holds some, and once they run out the
+  # node accepts TCP connections but never answers the AMQP handshake. The
+  # env file is sourced by the node's own start script, after su.
+  printf '%s\n' 'ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true' >"$RABBIT_DIR/rabbitmq-env.conf"
+  chmod 644 "$RABBIT_DIR/rabbitmq-env.conf"
+  export RABBITMQ_CONF_ENV_FILE="$RABBIT_DIR/rabbitmq-env.conf"
   RABBIT_LOG="$RABBIT_DIR/log/rabbit@$(hostname -s).log"
   RABBIT_START_LOG="$RABBIT_DIR/start.log"
 }
