@@ -13,9 +13,9 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/sluicehq/sluice/connectors"
-	"github.com/sluicehq/sluice/runtime/invoke"
 	"github.com/sluicehq/sluice/pipelines"
 	"github.com/sluicehq/sluice/runtime/flow"
+	"github.com/sluicehq/sluice/runtime/invoke"
 	"github.com/sluicehq/sluice/runtime/metrics"
 	"github.com/sluicehq/sluice/sinks"
 )
