@@ -190,6 +190,9 @@ func TestRecordLostAfterAccept(t *testing.T) {
 			t.Fatalf("task %s succeeded without a call", id)
 		}
 	}
+	if n := metricValue(t, e.cfg.Metrics.Gatherer(), "sluice_tasks_restored_total", map[string]string{"tenant": "acme"}); n != float64(len(ids)) {
+		t.Fatalf("sluice_tasks_restored_total = %v, want %d", n, len(ids))
+	}
 	code, r := e.submit(keyAcme, "echo", `{}`, http.Header{"Idempotency-Key": {"lost-a"}})
 	if code != http.StatusOK || !r.Duplicate || r.TaskID != ids[0] {
 		t.Fatalf("resubmission of a restored task's key: %d %+v, want a duplicate of %s", code, r, ids[0])

@@ -125,6 +125,7 @@ func (s *Service) restoreTask(ctx context.Context, k taskKey, function string, d
 	err = dc.Restore(ctx, t)
 	switch {
 	case err == nil:
+		s.rec.Restored(t.Tenant)
 		s.log.Info("task record restored from its queue message", "tenant", t.Tenant, "task", t.ID, "function", t.Function)
 		return nil
 	case errors.Is(err, tasks.ErrExists):

@@ -25,6 +25,7 @@ type Tasks struct {
 	placements  *prometheus.CounterVec
 	republished *prometheus.CounterVec
 	takeovers   *prometheus.CounterVec
+	restored    *prometheus.CounterVec
 }
 
 // Tasks returns the task system's recorder, registering its collectors on
@@ -51,6 +52,10 @@ func (r *Registry) Tasks() *Tasks {
 			Name: "sluice_task_takeovers_total",
 			Help: "Running tasks found by a dispatcher that does not run them: taken over (their dispatcher stopped) or deferred (their attempt may still run on another instance).",
 		}, []string{"tenant", "result"})),
+		restored: reuse(r.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_tasks_restored_total",
+			Help: "Task records rebuilt from their queue message (the record, written after the 202, was lost in a crash or a failed write).",
+		}, []string{"tenant"})),
 	}
 }
 
@@ -104,3 +109,6 @@ const (
 func (t *Tasks) TookOver(tenant, result string) {
 	t.takeovers.WithLabelValues(tenant, result).Inc()
 }
+
+// Restored counts a task record rebuilt from its queue message.
+func (t *Tasks) Restored(tenant string) { t.restored.WithLabelValues(tenant).Inc() }

@@ -13,6 +13,7 @@ func TestTasksRecorder(t *testing.T) {
 	b.Placed("promote", "acme", "resize")
 	b.Republished("acme", 2)
 	b.TookOver("acme", TakeoverDeferred)
+	b.Restored("acme")
 	body := scrape(t, r)
 	for line, want := range map[string]string{
 		`sluice_task_submissions_total{function="resize",reason="",result="accepted",tenant="acme"}`:      "2",
@@ -22,6 +23,7 @@ func TestTasksRecorder(t *testing.T) {
 		`sluice_task_queue_placements_total{function="resize",kind="promote",tenant="acme"}`:              "1",
 		`sluice_tasks_republished_total{tenant="acme"}`:                                                   "2",
 		`sluice_task_takeovers_total{result="deferred",tenant="acme"}`:                                    "1",
+		`sluice_tasks_restored_total{tenant="acme"}`:                                                      "1",
 	} {
 		if got := findLine(body, line+" "); got != line+" "+want {
 			t.Errorf("got %q, want %s %s", got, line, want)
