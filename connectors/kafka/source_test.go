@@ -665,3 +665,23 @@ func TestStartLatest(t *testing.T) {
 		mustAck(t, ack, nil)
 	}
 }
+
+// TestProcessingTimeFollowsPartitions: with one partition in all sarama's
+// default feeder timeout is kept (a timed-out partition leaves the fetch
+// for 100 ms, and there is no other partition to stall); with several the
+// short one (one full lane must not hold every partition's next fetch).
+func TestProcessingTimeFollowsPartitions(t *testing.T) {
+	brokers := testenv.KafkaBrokers(t)
+	for _, tc := range []struct {
+		partitions int
+		want       time.Duration
+	}{{1, soloProcessingTime}, {3, maxProcessingTime}} {
+		topic := testenv.UniqueName(t, "mpt")
+		kafkatest.CreateTopic(t, brokers, topic, tc.partitions)
+		src := newTestSource(t, brokers, topic, testenv.UniqueName(t, "grp"), connectors.Options{})
+		connect(t, src)
+		if got := src.cfg.Consumer.MaxProcessingTime; got != tc.want {
+			t.Errorf("%d partitions: MaxProcessingTime %v, want %v", tc.partitions, got, tc.want)
+		}
+	}
+}
