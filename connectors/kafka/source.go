@@ -47,7 +47,7 @@ const (
 	// one-partition pipeline at its credit sat idle a third of the time (B3).
 	maxProcessingTime  = 5 * time.Millisecond
 	soloProcessingTime = 100 * time.Millisecond
-	backoffMax        = 10 * time.Second
+	backoffMax         = 10 * time.Second
 	// finalGrace is how long Close lets the final commits run once its ctx
 	// has ended.
 	finalGrace = 5 * time.Second
