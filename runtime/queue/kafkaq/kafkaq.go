@@ -20,7 +20,6 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/cenkalti/backoff/v5"
-	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	"github.com/sluicehq/sluice/connectors"
 	"github.com/sluicehq/sluice/connectors/kafka"
@@ -399,7 +398,7 @@ func (q *Queue) Move(_ context.Context, from, to string, _ queue.Filter) (int, e
 // for messages it gives back while stopping.
 func (q *Queue) Source(name string, opts connectors.Options) connectors.Source {
 	if !queue.ValidName(name) {
-		return errSource{fmt.Errorf("%w: %q", queue.ErrInvalidName, name)}
+		return queue.FailedSource(fmt.Errorf("%w: %q", queue.ErrInvalidName, name))
 	}
 	topic := q.Topic(name)
 	src, err := kafka.New(pipelines.KafkaSource{
@@ -407,9 +406,9 @@ func (q *Queue) Source(name string, opts connectors.Options) connectors.Source {
 		EventType: queue.WrappedEventType, ClientID: q.cfg.ClientID,
 	}, opts, q.log)
 	if err != nil {
-		return errSource{fmt.Errorf("queue %s: %w", name, err)}
+		return queue.FailedSource(fmt.Errorf("queue %s: %w", name, err))
 	}
-	return &source{Source: src, q: q, queue: name, stop: make(chan struct{})}
+	return &source{Source: src, held: queue.NewHeldRetries(q, name, q.log)}
 }
 
 // Close implements queue.Queue.
@@ -433,22 +432,11 @@ func (q *Queue) Close(context.Context) error {
 }
 
 // source adapts the Kafka source's messages to the queue's and gives
-// queue.RetryAfter its meaning (see Queue.Source). Health and SetCredit are
-// the Kafka source's.
-//
-// Ownership: each message acknowledged with a RetryAfter gets one goroutine
-// that waits out the delay, re-publishes it and then commits the original;
-// Close stops and waits for them (an original not yet re-published stays
-// uncommitted, so it is delivered again).
+// queue.RetryAfter its meaning (queue.HeldRetries; see Queue.Source).
+// Health and SetCredit are the Kafka source's.
 type source struct {
 	*kafka.Source
-	q     *Queue
-	queue string
-
-	mu      sync.Mutex
-	closed  bool
-	stop    chan struct{} // closed by Close
-	retries sync.WaitGroup
+	held *queue.HeldRetries
 }
 
 var (
@@ -456,15 +444,10 @@ var (
 	_ connectors.Health = (*source)(nil)
 )
 
-// Close implements connectors.Source.
+// Close implements connectors.Source: the held messages are given back
+// first, so that the Kafka source does not wait for their acks.
 func (s *source) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.stop)
-	}
-	s.mu.Unlock()
-	s.retries.Wait()
+	s.held.Stop()
 	return s.Source.Close(ctx)
 }
 
@@ -474,90 +457,5 @@ func (s *source) Read(ctx context.Context) (*connectors.Message, connectors.AckF
 	if err != nil {
 		return msg, ack, err
 	}
-	msgID := msg.Key
-	msg.Coordinates.ID = msgID
-	msg.Coordinates.Topic = s.queue
-	// The decoder made the record key (the msgID) the partitionkey of
-	// events without one: take it back off, the function must see the
-	// event as it was submitted.
-	ext := msg.Event.Extensions()
-	if k, ok := ext[kafkace.PartitionKeyExtension].(string); ok && msgID != "" && k == msgID {
-		msg.Event.SetExtension(kafkace.PartitionKeyExtension, nil)
-	}
-	msg.Key, _ = msg.Event.Extensions()[kafkace.PartitionKeyExtension].(string)
-	if msg.DecodeErr != nil {
-		return msg, ack, nil // never re-published: it would no longer be the record it was
-	}
-	// The event as stored, for a re-publish: the reader may change the
-	// message's event (the async service strips its routing attributes).
-	stored := msg.Event
-	stored.Context = msg.Event.Context.Clone()
-	return msg, s.ackFunc(msgID, stored, ack), nil
+	return msg, s.held.Adopt(msg, ack, kafkace.PartitionKeyExtension), nil
 }
-
-// ackFunc maps the queue's acknowledgements onto the Kafka source's: nil
-// and ErrTerminate commit; a RetryAfter re-publishes the message after its
-// delay and then commits the original; any other error leaves the record
-// uncommitted (delivered again when its partition is next assigned).
-func (s *source) ackFunc(msgID string, stored cloudevents.Event, ack connectors.AckFunc) connectors.AckFunc {
-	return func(ctx context.Context, err error) error {
-		if err == nil || errors.Is(err, queue.ErrTerminate) {
-			return ack(ctx, nil)
-		}
-		d, ok := queue.RetryDelay(err)
-		if !ok {
-			return ack(ctx, err)
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.closed {
-			return ack(ctx, err)
-		}
-		s.retries.Add(1)
-		go func() {
-			defer s.retries.Done()
-			s.retryLater(d, msgID, stored, ack)
-		}()
-		return nil
-	}
-}
-
-// errStopped nacks a message held for a RetryAfter when its reader closes.
-var errStopped = errors.New("reader closed before the retry delay passed")
-
-func (s *source) retryLater(d time.Duration, msgID string, stored cloudevents.Event, ack connectors.AckFunc) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	select {
-	case <-s.stop:
-		// A nack, not silence: the Kafka source's Close would wait for an
-		// acknowledgement that never comes, until its deadline.
-		_ = ack(ctx, errStopped)
-		return
-	case <-t.C:
-	}
-	data, headers, err := queue.EncodeEvent(stored)
-	if err == nil {
-		_, err = s.q.Publish(ctx, s.queue, msgID, data, headers)
-	}
-	if err != nil {
-		s.q.log.Warn("re-publishing a message to retry later failed; it is delivered again when its partition is reassigned",
-			"queue", s.queue, "msg_id", msgID, "err", err)
-		_ = ack(ctx, err)
-		return
-	}
-	// The copy is stored: the original may go (a failure here leaves both,
-	// and the task store makes the second delivery a no-op).
-	_ = ack(ctx, nil)
-}
-
-// errSource is the Source of a queue that cannot be read: Connect reports why.
-type errSource struct{ err error }
-
-func (e errSource) Connect(context.Context) error { return e.err }
-func (e errSource) Read(context.Context) (*connectors.Message, connectors.AckFunc, error) {
-	return nil, nil, e.err
-}
-func (e errSource) Close(context.Context) error { return nil }

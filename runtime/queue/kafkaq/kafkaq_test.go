@@ -8,8 +8,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/sluicehq/sluice/connectors"
-	"github.com/sluicehq/sluice/internal/cetest"
 	"github.com/sluicehq/sluice/internal/testenv"
 	"github.com/sluicehq/sluice/runtime/queue"
 	"github.com/sluicehq/sluice/runtime/queue/queuetest"
@@ -39,6 +37,8 @@ func TestQueueSuite(t *testing.T) {
 	queuetest.Run(t, queuetest.Harness{
 		Open:  func(t *testing.T) queue.Queue { return open(t) },
 		Moves: false,
+		// RetryAfter: held by the reader, then re-published (queue.HeldRetries).
+		HoldsRetries: true,
 	})
 }
 
@@ -77,59 +77,5 @@ func TestTooLarge(t *testing.T) {
 	_, err = q.Publish(ctx, "big", "", make([]byte, 4096), nil)
 	if !errors.Is(err, queue.ErrTooLarge) {
 		t.Fatalf("Publish of 4 KiB with a 1 KiB limit: %v, want ErrTooLarge", err)
-	}
-}
-
-// TestCloseDuringRetryDelay: a reader closed while it holds a message for
-// its retry delay gives it back at once (Close does not wait out the delay
-// or its own deadline), and the next reader of the group gets it.
-func TestCloseDuringRetryDelay(t *testing.T) {
-	q := open(t)
-	t.Cleanup(func() { _ = q.Close(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	name := testenv.UniqueName(t, "hold")
-	if err := q.CreateQueue(ctx, name); err != nil {
-		t.Fatalf("CreateQueue: %v", err)
-	}
-	data, headers, err := queue.EncodeEvent(cetest.New(t, "held", map[string]any{"n": 1}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := q.Publish(ctx, name, "held-1", data, headers); err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	first := q.Source(name, connectors.Options{Window: 4, Name: "first"})
-	if err := first.Connect(ctx); err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
-	_, ack, err := first.Read(ctx)
-	if err != nil {
-		t.Fatalf("Read: %v", err)
-	}
-	if err := ack(ctx, queue.RetryAfter(errors.New("paused"), time.Hour)); err != nil {
-		t.Fatalf("ack with RetryAfter: %v", err)
-	}
-	// A generous bound: were the held message not given back, Close would
-	// wait all of it and then report it unacknowledged.
-	closeCtx, closeCancel := context.WithTimeout(ctx, time.Minute)
-	defer closeCancel()
-	if err := first.Close(closeCtx); err != nil {
-		t.Fatalf("Close while holding a message for its retry delay: %v", err)
-	}
-	second := q.Source(name, connectors.Options{Window: 4, Name: "second"})
-	if err := second.Connect(ctx); err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
-	defer func() { _ = second.Close(context.Background()) }()
-	msg, ack, err := second.Read(ctx)
-	if err != nil {
-		t.Fatalf("Read after the first reader closed: %v", err)
-	}
-	if msg.Coordinates.ID != "held-1" {
-		t.Fatalf("read msgID %q, want held-1", msg.Coordinates.ID)
-	}
-	if err := ack(ctx, nil); err != nil {
-		t.Fatalf("ack: %v", err)
 	}
 }

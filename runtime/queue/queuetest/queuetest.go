@@ -28,6 +28,10 @@ type Harness struct {
 	// Moves: Move works (else it must fail with queue.ErrUnsupported and
 	// queue.CanMove must report false).
 	Moves bool
+	// HoldsRetries: the reader itself holds a message acknowledged with
+	// RetryAfter until its delay passes (queue.HeldRetries): closing the
+	// reader must give it back at once, to the queue's next reader.
+	HoldsRetries bool
 }
 
 // Generous bounds that only stop hung tests; no assertion depends on speed.
@@ -47,6 +51,12 @@ func Run(t *testing.T, h Harness) {
 		{"InvalidName", testInvalidName},
 		{"Move", func(t *testing.T, q queue.Queue) { testMove(t, q, h.Moves) }},
 		{"Closed", testClosed},
+	}
+	if h.HoldsRetries {
+		cases = append(cases, struct {
+			name string
+			fn   func(*testing.T, queue.Queue)
+		}{"CloseDuringRetryDelay", testCloseDuringRetryDelay})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -378,4 +388,32 @@ func testClosed(t *testing.T, q queue.Queue) {
 	if _, err := q.Publish(ctxOf(t), "after.close", "", []byte("x"), nil); !errors.Is(err, queue.ErrClosed) {
 		t.Fatalf("Publish after Close: %v, want ErrClosed", err)
 	}
+}
+
+// testCloseDuringRetryDelay: a reader closed while it holds a message for
+// its retry delay gives it back at once (Close does not wait out the delay
+// or its own deadline, and reports nothing unacknowledged), and the next
+// reader gets it.
+func testCloseDuringRetryDelay(t *testing.T, q queue.Queue) {
+	name := testenv.UniqueName(t, "qt.hold")
+	create(t, q, name)
+	publish(t, q, name, cetest.New(t, "held", map[string]any{"n": 1}))
+	first := connect(t, q, name)
+	gs := readN(t, first, 1)
+	if err := gs[0].ack(ctxOf(t), queue.RetryAfter(errors.New("paused"), time.Hour)); err != nil {
+		t.Fatalf("ack with RetryAfter: %v", err)
+	}
+	// A generous bound: were the held message not given back, Close would
+	// wait all of it and then report it unacknowledged.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := first.Close(ctx); err != nil {
+		t.Fatalf("Close while holding a message for its retry delay: %v", err)
+	}
+	second := connect(t, q, name)
+	again := readN(t, second, 1)
+	if id := again[0].msg.Coordinates.ID; id != "msg-held" {
+		t.Fatalf("read msgID %q, want msg-held", id)
+	}
+	ackAll(t, again)
 }

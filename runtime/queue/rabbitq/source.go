@@ -30,7 +30,7 @@ import (
 // with requeue: the message is delivered again at once.
 func (q *Queue) Source(name string, opts connectors.Options) connectors.Source {
 	if !q.validName(name) {
-		return errSource{fmt.Errorf("%w: %q", queue.ErrInvalidName, name)}
+		return queue.FailedSource(fmt.Errorf("%w: %q", queue.ErrInvalidName, name))
 	}
 	src, err := rabbitmq.New(pipelines.RabbitMQSource{
 		URL:       pipelines.NewSecret("", q.cfg.URL),
@@ -42,7 +42,7 @@ func (q *Queue) Source(name string, opts connectors.Options) connectors.Source {
 		TLS:       q.cfg.TLS,
 	}, opts, q.log)
 	if err != nil {
-		return errSource{fmt.Errorf("queue %s: %w", name, err)}
+		return queue.FailedSource(fmt.Errorf("queue %s: %w", name, err))
 	}
 	return &source{Source: src, q: q, queue: name}
 }
@@ -146,12 +146,3 @@ func (s *source) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	return err
 }
-
-// errSource is the Source of a queue that cannot be read: Connect reports why.
-type errSource struct{ err error }
-
-func (e errSource) Connect(context.Context) error { return e.err }
-func (e errSource) Read(context.Context) (*connectors.Message, connectors.AckFunc, error) {
-	return nil, nil, e.err
-}
-func (e errSource) Close(context.Context) error { return nil }

@@ -60,6 +60,8 @@ func TestQueueSuite(t *testing.T) {
 	queuetest.Run(t, queuetest.Harness{
 		Open:  func(t *testing.T) queue.Queue { return open(t, Config{}) },
 		Moves: false,
+		// RetryAfter: held by the reader, then re-published (queue.HeldRetries).
+		HoldsRetries: true,
 	})
 }
 
@@ -185,60 +187,5 @@ func TestTopicNames(t *testing.T) {
 	long := string(slices.Repeat([]byte("a"), maxTopicLen))
 	if err := q.validName(long); !errors.Is(err, queue.ErrInvalidName) {
 		t.Errorf("validName of a %d-byte name: %v, want ErrInvalidName", len(long), err)
-	}
-}
-
-// TestCloseDuringRetryDelay: a reader closing while it holds a message for
-// a RetryAfter nacks it rather than waiting for the delay — Close reports
-// nothing left unacknowledged — and the next reader gets it.
-func TestCloseDuringRetryDelay(t *testing.T) {
-	q := open(t, Config{Queues: 1})
-	t.Cleanup(func() { _ = q.Close(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	name := testenv.UniqueName(t, "hold")
-	if err := q.CreateQueue(ctx, name); err != nil {
-		t.Fatalf("CreateQueue: %v", err)
-	}
-	ev := cetest.New(t, "held", map[string]any{"n": 1})
-	data, headers, err := queue.EncodeEvent(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := q.Publish(ctx, name, "held-1", data, headers); err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	first := q.Source(name, connectors.Options{Window: 4, Name: "first"})
-	if err := first.Connect(ctx); err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
-	_, ack, err := first.Read(ctx)
-	if err != nil {
-		t.Fatalf("Read: %v", err)
-	}
-	if err := ack(ctx, queue.RetryAfter(errors.New("paused"), time.Hour)); err != nil {
-		t.Fatalf("ack with RetryAfter: %v", err)
-	}
-	// A generous bound: were the held message not nacked, Close would
-	// wait all of it and then report it unacknowledged.
-	closeCtx, closeCancel := context.WithTimeout(ctx, time.Minute)
-	defer closeCancel()
-	if err := first.Close(closeCtx); err != nil {
-		t.Fatalf("Close while holding a message for its retry delay: %v", err)
-	}
-	second := q.Source(name, connectors.Options{Window: 4, Name: "second"})
-	if err := second.Connect(ctx); err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
-	defer func() { _ = second.Close(context.Background()) }()
-	msg, ack, err := second.Read(ctx)
-	if err != nil {
-		t.Fatalf("Read after the first reader closed: %v", err)
-	}
-	if msg.Coordinates.ID != "held-1" {
-		t.Fatalf("read msgID %q, want held-1", msg.Coordinates.ID)
-	}
-	if err := ack(ctx, nil); err != nil {
-		t.Fatalf("ack: %v", err)
 	}
 }
