@@ -13,12 +13,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/apache/rocketmq-client-go/v2/producer"
@@ -26,6 +24,7 @@ import (
 
 	"github.com/sluicehq/sluice/connectors"
 	"github.com/sluicehq/sluice/connectors/rocketmq/rmqlog"
+	"github.com/sluicehq/sluice/connectors/rocketmq/rmqsend"
 	"github.com/sluicehq/sluice/connectors/rocketmq/rocketmqce"
 	"github.com/sluicehq/sluice/pipelines"
 	"github.com/sluicehq/sluice/sinks"
@@ -47,12 +46,6 @@ var (
 	ErrNotStored = errors.New("rocketmq sink: broker did not confirm the message as stored")
 )
 
-// syncProducer is the part of the client's producer the sink uses.
-type syncProducer interface {
-	SendSync(ctx context.Context, msgs ...*primitive.Message) (*primitive.SendResult, error)
-	Shutdown() error
-}
-
 // Sink sends events to spec.Topic.
 //
 // Ownership: the client's producer is created and started by the first
@@ -70,7 +63,7 @@ type Sink struct {
 
 	mu       sync.Mutex // guards the fields below; never held across sends
 	closed   bool
-	producer syncProducer
+	producer rmqsend.Producer
 
 	// sendErr is the last send error, cleared by the next success.
 	sendErr atomic.Pointer[error]
@@ -143,7 +136,7 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 		return err
 	}
 	for i, m := range msgs {
-		res, err := sendSync(ctx, p, m)
+		res, err := rmqsend.SendSync(ctx, p, m)
 		if err == nil && res.Status != primitive.SendOK {
 			err = fmt.Errorf("%w: status %s", ErrNotStored, statusName(res.Status))
 		}
@@ -153,7 +146,7 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 			}
 			s.sendErr.Store(&err)
 			err = fmt.Errorf("rocketmq sink: event %q (%d of %d): %w", events[i].ID(), i+1, len(msgs), err)
-			if illegal(err) {
+			if rmqsend.Illegal(err) {
 				return sinks.Rejected(err)
 			}
 			return err
@@ -161,28 +154,6 @@ func (s *Sink) Write(ctx context.Context, events []cloudevents.Event) error {
 	}
 	s.sendErr.Store(nil)
 	return nil
-}
-
-// routeRetries bounds the retries of "route info not found": the client
-// looks a topic's route up on its first send, and a topic created moments
-// ago may not have reached the name server's answer yet (BROKERS.md).
-const routeRetries = 5
-
-// sendSync is SendSync, retried briefly while the topic's route is unknown.
-func sendSync(ctx context.Context, p syncProducer, m *primitive.Message) (*primitive.SendResult, error) {
-	delay := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		res, err := p.SendSync(ctx, m)
-		if err == nil || attempt == routeRetries || !strings.Contains(err.Error(), "route info not found") {
-			return res, err
-		}
-		select {
-		case <-ctx.Done():
-			return res, err
-		case <-time.After(delay):
-		}
-		delay *= 2
-	}
 }
 
 // message encodes ev with its key, sharding key and tag.
@@ -223,7 +194,7 @@ func (s *Sink) message(ev cloudevents.Event) (*primitive.Message, error) {
 
 // start returns the producer, creating and starting it on first use. Start
 // does not contact the brokers, so it only fails on local problems.
-func (s *Sink) start() (syncProducer, error) {
+func (s *Sink) start() (rmqsend.Producer, error) {
 	if p, err := s.current(); p != nil || err != nil {
 		return p, err
 	}
@@ -263,7 +234,7 @@ func (s *Sink) start() (syncProducer, error) {
 }
 
 // current returns the producer if started, or ErrClosed.
-func (s *Sink) current() (syncProducer, error) {
+func (s *Sink) current() (rmqsend.Producer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -306,15 +277,6 @@ func (s *Sink) Health() error {
 	}
 	return nil
 }
-
-// illegalRE matches the client's error for a broker response with code 13,
-// MESSAGE_ILLEGAL: a body over the broker's maxMessageSize (4 MiB by
-// default, counted after the client's compression), properties too long,
-// an illegal topic. The client reports it only as text.
-var illegalRE = regexp.MustCompile(`\bCODE: 13\b`)
-
-// illegal reports a send the broker refused for good.
-func illegal(err error) bool { return illegalRE.MatchString(err.Error()) }
 
 func statusName(st primitive.SendStatus) string {
 	switch st {

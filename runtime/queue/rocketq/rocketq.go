@@ -33,6 +33,7 @@ import (
 
 	"github.com/sluicehq/sluice/connectors/cebinding"
 	"github.com/sluicehq/sluice/connectors/rocketmq/rmqlog"
+	"github.com/sluicehq/sluice/connectors/rocketmq/rmqsend"
 	"github.com/sluicehq/sluice/connectors/rocketmq/rocketmqce"
 	"github.com/sluicehq/sluice/runtime/queue"
 )
@@ -113,12 +114,6 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// syncProducer is the part of the client's producer the queue uses.
-type syncProducer interface {
-	SendSync(ctx context.Context, msgs ...*primitive.Message) (*primitive.SendResult, error)
-	Shutdown() error
-}
-
 // Queue is a queue.Queue on RocketMQ. Safe for concurrent use; see
 // queue.Queue for the ownership of Close.
 //
@@ -137,7 +132,7 @@ type Queue struct {
 
 	mu       sync.Mutex // guards the fields below; never held across requests
 	closed   bool
-	producer syncProducer
+	producer rmqsend.Producer
 	topics   map[string]bool // topics known to exist (created or seen)
 }
 
@@ -311,7 +306,7 @@ func (q *Queue) Publish(ctx context.Context, name, msgID string, data []byte, he
 	if err != nil {
 		return queue.Receipt{}, err
 	}
-	res, err := sendSync(ctx, p, m)
+	res, err := rmqsend.SendSync(ctx, p, m)
 	if err == nil && res.Status != primitive.SendOK {
 		err = fmt.Errorf("%w: status %s", ErrNotStored, statusName(res.Status))
 	}
@@ -411,33 +406,8 @@ func eventOf(headers map[string]string) (cloudevents.Event, bool, error) {
 	return ev, true, nil
 }
 
-// routeRetries bounds the retries of "route info not found": the client
-// looks a topic's route up on its first send, and a topic created moments
-// ago may not be in the name server's answer yet.
-const routeRetries = 5
-
-// sendSync is SendSync, retried briefly while the topic's route is unknown.
-func sendSync(ctx context.Context, p syncProducer, m *primitive.Message) (*primitive.SendResult, error) {
-	delay := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		res, err := p.SendSync(ctx, m)
-		if err == nil || attempt == routeRetries || !strings.Contains(err.Error(), "route info not found") {
-			return res, err
-		}
-		select {
-		case <-ctx.Done():
-			return res, err
-		case <-time.After(delay):
-		}
-		delay *= 2
-	}
-}
-
 // Broker answers the client reports only as text ("CODE: n DESC: …").
 var (
-	// MESSAGE_ILLEGAL: a body over the broker's maxMessageSize (counted
-	// after the client's compression) or properties too long.
-	illegalRE = regexp.MustCompile(`\bCODE: 13\b`)
 	// SERVICE_NOT_AVAILABLE because the store refuses writes.
 	diskFullRE = regexp.MustCompile(`(?i)\bCODE: 14\b.*disk (is )?full`)
 	// TOPIC_NOT_EXIST: deleted meanwhile.
@@ -450,11 +420,11 @@ func (q *Queue) publishError(ctx context.Context, name string, err error) error 
 	}
 	msg := err.Error()
 	switch {
-	case illegalRE.MatchString(msg):
+	case rmqsend.Illegal(err):
 		return fmt.Errorf("queue %s: %w: %v", name, queue.ErrTooLarge, err)
 	case diskFullRE.MatchString(msg):
 		return fmt.Errorf("queue %s: %w: %v", name, queue.ErrFull, err)
-	case noTopicRE.MatchString(msg), strings.Contains(msg, "route info not found"):
+	case noTopicRE.MatchString(msg), rmqsend.RouteUnknown(err):
 		q.forget(name) // deleted meanwhile: the next Publish creates it again
 	}
 	return fmt.Errorf("queue %s: publish: %w", name, err)
@@ -462,7 +432,7 @@ func (q *Queue) publishError(ctx context.Context, name string, err error) error 
 
 // start returns the producer, creating and starting it on first use. Start
 // does not contact the brokers, so it only fails on local problems.
-func (q *Queue) start() (syncProducer, error) {
+func (q *Queue) start() (rmqsend.Producer, error) {
 	if p, err := q.current(); p != nil || err != nil {
 		return p, err
 	}
@@ -495,7 +465,7 @@ func (q *Queue) start() (syncProducer, error) {
 }
 
 // current returns the producer if started, or ErrClosed.
-func (q *Queue) current() (syncProducer, error) {
+func (q *Queue) current() (rmqsend.Producer, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
