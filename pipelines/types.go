@@ -225,7 +225,7 @@ type DeliverySpec struct {
 
 // ConcurrencySpec bounds in-flight invocations (AIMD bounds).
 type ConcurrencySpec struct {
-	// Initial is the starting limit, clamped to [min, max] when defaulted.
+	// Initial is the starting limit, clamped to [min, max] when defaulted. From it the limit doubles per window of calls that used it up, until the function first refuses or calls start to queue; then it grows by one per window.
 	Initial int `yaml:"initial,omitempty" json:"initial,omitempty" jsonschema:"minimum=0"`
 	// Min is the lowest the limit is cut to; at least 1.
 	Min int `yaml:"min,omitempty" json:"min,omitempty" jsonschema:"minimum=0"`

@@ -410,27 +410,32 @@ func (p *Pipeline) waitIdle(d time.Duration) bool {
 }
 
 // followLimit keeps the read-ahead credit at about twice the AIMD limit,
-// and the worker pool (nil in batch mode) sized to the limit.
+// and the worker pool (nil in batch mode) sized to the limit. It follows
+// every limit change at once (the limiter's slow start doubles the limit
+// per window and measures the next window with the new slots filled) and
+// polls for the events waiting out retry delays, which widen the credit.
 func (p *Pipeline) followLimit(ctx context.Context, last int) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
+		changed := p.limiter.Changed()
 		select {
 		case <-ctx.Done():
 			return
+		case <-changed:
 		case <-t.C:
-			if c := p.creditNow(); c != last {
-				p.sched.SetCredit(c)
-				// The source's own fetching follows too, so that what the
-				// broker client buffers shrinks and grows with the limit.
-				if cf, ok := p.src.(connectors.CreditFollower); ok {
-					cf.SetCredit(c)
-				}
-				if p.pool != nil {
-					p.pool.setLimit(p.limiter.Limit())
-				}
-				last = c
+		}
+		if p.pool != nil {
+			p.pool.setLimit(p.limiter.Limit())
+		}
+		if c := p.creditNow(); c != last {
+			p.sched.SetCredit(c)
+			// The source's own fetching follows too, so that what the
+			// broker client buffers shrinks and grows with the limit.
+			if cf, ok := p.src.(connectors.CreditFollower); ok {
+				cf.SetCredit(c)
 			}
+			last = c
 		}
 	}
 }

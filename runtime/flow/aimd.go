@@ -90,6 +90,11 @@ type Config struct {
 	// until a few slow windows at that floor make the limiter learn its
 	// references again.
 	GrowthTolerance float64
+	// NoSlowStart starts in additive increase: the limit grows by one per
+	// window from Initial instead of doubling per window until the target
+	// first refuses or windows first slow down. For targets whose capacity
+	// Initial already approximates, and for tests of the later phases.
+	NoSlowStart bool
 	// Now is the clock (default time.Now); tests inject a fake one. It
 	// measures latencies and decides when a Pause is over. Pauses end by
 	// real timers, so a fake clock must follow real time for a pause to
@@ -117,6 +122,18 @@ type Config struct {
 //     the throughput check compares. Demand steady between half the limit
 //     and the limit is left to that check: windows slow down as the limit
 //     outgrows the demand.
+//   - Slow start: until the first overload or the first window that shows
+//     queueing (over GrowthTolerance times the fastest window so far), the
+//     limit doubles after every window in which every slot was taken, as
+//     TCP's congestion window does before its first loss. That first slow
+//     window ends it: the limit stays if the window was only mildly slow
+//     (the doubling still paid) and goes back to the limit before if it
+//     was far slower; growth continues as below, with the slow limit as
+//     the knee. An overload cuts as below. Without
+//     it a limit starting at 8 took seconds to reach the 100–200 calls a
+//     10 ms function on two cores takes (one per window, and every window
+//     a call's duration), and a short backlog was mostly processed on the
+//     ramp.
 //   - Increase: after each window the limit grows, shaped like TCP CUBIC
 //     around the last point that fitted (wmax, the calls in flight beside
 //     the one the target refused): by one per window below wmax; at wmax
@@ -195,6 +212,16 @@ type AIMD struct {
 	freeRun int
 	// stuck counts slow windows in a row.
 	stuck int
+	// slowStart says the limit still doubles per window (see AIMD);
+	// ssBest is the fastest slow-start window so far and ssPrev the limit
+	// before the last doubling. full says every slot was taken at some
+	// moment of the current window.
+	slowStart bool
+	full      bool
+	ssBest    time.Duration
+	ssPrev    int
+	// changed is closed, and dropped, when the limit changes (see Changed).
+	changed chan struct{}
 	// epoch is incremented by every cut; slots remember the epoch they were
 	// granted in.
 	epoch       uint64
@@ -248,6 +275,7 @@ func NewAIMD(cfg Config) *AIMD {
 		initial = DefaultInitial
 	}
 	a.limit = min(max(initial, a.min), a.max)
+	a.slowStart = !cfg.NoSlowStart && a.min < a.max // a fixed limit has nothing to find
 	if a.backoff == 0 {
 		a.backoff = DefaultBackoff
 	}
@@ -325,6 +353,20 @@ func (a *AIMD) InFlight() int {
 	return a.inFlight
 }
 
+// Changed returns a channel that is closed when the limit next changes, so
+// that what is sized to the limit (read-ahead credit, worker pools) follows
+// it at once rather than on a poll: a doubling in slow start is only
+// measured right if the callers fill the new slots in the next window.
+// Call it again after each close for the following change.
+func (a *AIMD) Changed() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.changed == nil {
+		a.changed = make(chan struct{})
+	}
+	return a.changed
+}
+
 // Waiting is the number of blocked Acquire calls.
 func (a *AIMD) Waiting() int {
 	a.mu.Lock()
@@ -391,6 +433,9 @@ func (a *AIMD) canGrantLocked() bool {
 // grantLocked takes a slot.
 func (a *AIMD) grantLocked() slot {
 	a.inFlight++
+	if a.inFlight >= a.limit {
+		a.full = true
+	}
 	a.recordInFlightLocked()
 	return slot{epoch: a.epoch, start: a.now(), beside: a.inFlight - 1}
 }
@@ -469,10 +514,14 @@ func (a *AIMD) releaseLocked(s slot, o Outcome) {
 // limit unless calls are queueing.
 func (a *AIMD) windowDoneLocked() {
 	now := a.now()
-	took, timed := now.Sub(a.windowStart), a.timed
-	a.successes, a.windowStart, a.timed = 0, now, true
+	took, timed, full := now.Sub(a.windowStart), a.timed, a.full
+	a.successes, a.windowStart, a.timed, a.full = 0, now, true, a.inFlight >= a.limit
 	if a.min == a.max {
 		return // fixed: nothing to learn
+	}
+	if a.slowStart {
+		a.slowStartWindowLocked(took, timed, full)
+		return
 	}
 	if timed {
 		if q := a.queueingLocked(took); q != queueFree {
@@ -534,6 +583,48 @@ func (a *AIMD) windowDoneLocked() {
 	if a.limit <= a.wmax {
 		a.plateau = 0
 	}
+	a.recordLimitLocked()
+}
+
+// slowStartWindowLocked ends a window in slow start: it doubles the limit
+// if every slot was taken during the window, unless the window took over
+// tolerance times the fastest one so far (and more than queueSlack longer).
+// That window ends slow start, judged as the throughput check judges
+// windows: up to overFactor of the tolerance's margin the doubling still
+// paid (a window 1.2 times as long at twice the limit is 1.7 times the
+// throughput) and the limit stays; beyond, it returns to the limit
+// before. Growth goes on by one per window from there, with this limit as
+// the knee: probing faster (as above a refusal's point) overshot a
+// queueing target's knee by a third before the smoothed windows showed
+// it. The window durations are also the references the throughput check
+// starts from. With the check off, only an overload or Max ends slow
+// start.
+func (a *AIMD) slowStartWindowLocked(took time.Duration, timed, full bool) {
+	if timed && a.tolerance > 0 {
+		b := &a.byLimit[bits.Len(uint(a.limit))]
+		b.took = smooth(b.took, took)
+		if a.ssBest > 0 && took-a.ssBest > queueSlack && float64(took) > a.tolerance*float64(a.ssBest) {
+			a.slowStart = false
+			a.knee = a.limit
+			if float64(took) > (1+overFactor*(a.tolerance-1))*float64(a.ssBest) {
+				a.limit = max(a.ssPrev, a.min)
+				a.recordLimitLocked()
+			}
+			a.okLimit = a.limit
+			return
+		}
+		if a.ssBest == 0 || took < a.ssBest {
+			a.ssBest = took
+		}
+	}
+	// Doubling a limit the callers did not use up would let it run far
+	// ahead of the demand (RFC 7661's cwnd-limited rule): wait until it is.
+	if !full || a.limit >= a.max {
+		return
+	}
+	a.ssPrev = a.limit
+	a.limit = min(2*a.limit, a.max)
+	a.grown = true
 	a.recordLimitLocked()
 }
 
@@ -611,7 +702,8 @@ func median3(x [3]time.Duration) time.Duration {
 // calls in flight when the target refused.
 func (a *AIMD) cutLocked(beside int) {
 	a.epoch++
-	a.successes, a.timed = 0, false
+	a.slowStart = false
+	a.successes, a.timed, a.full = 0, false, false
 	floor := int(float64(a.limit) * a.backoff)
 	next := floor
 	if a.grown {
@@ -633,9 +725,15 @@ func (a *AIMD) cutLocked(beside int) {
 	a.recordLimitLocked()
 }
 
+// recordLimitLocked publishes a limit change to the Recorder and to
+// Changed's channel.
 func (a *AIMD) recordLimitLocked() {
 	if a.rec != nil {
 		a.rec.SetLimit(a.limit)
+	}
+	if a.changed != nil {
+		close(a.changed)
+		a.changed = nil
 	}
 }
 

@@ -228,7 +228,7 @@ func TestRespectsMinAndMax(t *testing.T) {
 
 func TestAdditiveIncreasePerWindow(t *testing.T) {
 	t.Parallel()
-	l := NewAIMD(Config{Initial: 10, Max: 100})
+	l := NewAIMD(Config{Initial: 10, Max: 100, NoSlowStart: true})
 	// One full window (limit successes at full load) adds exactly one: keep
 	// the limiter full, replacing each completed call by a new one.
 	rels := mustAcquire(t, l, 10)
@@ -274,7 +274,7 @@ func TestNoGrowthWhenIdle(t *testing.T) {
 func TestWaitingCallersUseTheLimit(t *testing.T) {
 	t.Parallel()
 	rec := &countingRecorder{}
-	l := NewAIMD(Config{Initial: 4, Max: 100, Recorder: rec})
+	l := NewAIMD(Config{Initial: 4, Max: 100, Recorder: rec, NoSlowStart: true})
 	rels := mustAcquire(t, l, 4)
 	granted := make(chan func(Outcome))
 	go func() {

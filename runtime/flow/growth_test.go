@@ -2,6 +2,7 @@ package flow
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -60,7 +61,7 @@ const flat = 10 * time.Millisecond
 func TestCutToInFlightAfterGrowth(t *testing.T) {
 	t.Parallel()
 	rec := &countingRecorder{}
-	d := newDriver(t, Config{Initial: 20, Max: 100, Backoff: 0.7, Recorder: rec})
+	d := newDriver(t, Config{Initial: 20, Max: 100, Backoff: 0.7, Recorder: rec, NoSlowStart: true})
 	if got := d.window(flat); got != 21 {
 		t.Fatalf("limit after a window = %d, want 21", got)
 	}
@@ -87,7 +88,7 @@ func TestCutToInFlightAfterGrowth(t *testing.T) {
 
 func TestProbeCutBoundedByBackoff(t *testing.T) {
 	t.Parallel()
-	d := newDriver(t, Config{Initial: 10, Max: 100, Backoff: 0.7})
+	d := newDriver(t, Config{Initial: 10, Max: 100, Backoff: 0.7, NoSlowStart: true})
 	d.window(flat) // 11, grown
 	d.drain()
 	// Refused with one other call in flight: the target is shared or
@@ -102,7 +103,7 @@ func TestProbeCutBoundedByBackoff(t *testing.T) {
 
 func TestPlateauThenProbeThenAccelerate(t *testing.T) {
 	t.Parallel()
-	d := newDriver(t, Config{Initial: 20, Max: 1000, Backoff: 0.7})
+	d := newDriver(t, Config{Initial: 20, Max: 1000, Backoff: 0.7, NoSlowStart: true})
 	d.window(flat)
 	d.complete(1, time.Millisecond, Overload) // wmax 20, limit 18
 	d.drain()
@@ -135,22 +136,34 @@ func saturated(perMs float64) func(limit int) time.Duration {
 func TestGrowthStopsWhereThroughputStops(t *testing.T) {
 	t.Parallel()
 	took := saturated(4) // knee at 40 in flight
-	d := newDriver(t, Config{Initial: 8, Max: 500})
-	peak := 0
-	for range 400 {
-		peak = max(peak, d.window(took(d.l.Limit())))
+	for _, slowStart := range []bool{true, false} {
+		d := newDriver(t, Config{Initial: 8, Max: 500, NoSlowStart: !slowStart})
+		var limits []int
+		for range 400 {
+			limits = append(limits, d.window(took(d.l.Limit())))
+		}
+		got := d.l.Limit()
+		// Slow start doubles 8 → 64 and measures one slow window there;
+		// after it, and all along without it, past the knee a slot adds
+		// no throughput: the limit must stop near it, so that each slot
+		// still delivers ≥ 0.8 of a call per flat.
+		after := limits
+		if slowStart {
+			if want := []int{16, 32, 64, 32}; !slices.Equal(limits[:4], want) {
+				t.Fatalf("slow start: limits per window %v, want %v first", limits[:8], want)
+			}
+			after = limits[4:]
+		}
+		peak := slices.Max(after)
+		t.Logf("slow start %v: limit %d, peak %d after slow start", slowStart, got, peak)
+		if got < 40 || peak > 50 {
+			t.Fatalf("slow start %v: limit %d (peak %d), want it to stop in [40, 50] for a knee at 40", slowStart, got, peak)
+		}
+		d.drain()
 	}
-	got := d.l.Limit()
-	t.Logf("limit %d, peak %d", got, peak)
-	// Past the knee a slot adds no throughput: the limit must stop near
-	// it, so that each slot still delivers ≥ 0.8 of a call per flat.
-	if got < 40 || peak > 50 {
-		t.Fatalf("limit %d (peak %d), want it to stop in [40, 50] for a knee at 40", got, peak)
-	}
-	d.drain()
 
 	// With the check off, the limit climbs on successes alone.
-	d = newDriver(t, Config{Initial: 8, Max: 500, GrowthTolerance: -1})
+	d := newDriver(t, Config{Initial: 8, Max: 500, GrowthTolerance: -1})
 	for range 400 {
 		d.window(took(d.l.Limit()))
 	}
@@ -225,7 +238,8 @@ func TestNoisyWindowsDoNotRatchetPastTheKnee(t *testing.T) {
 	t.Parallel()
 	took := saturated(4) // knee at 40 in flight
 	rng := rand.New(rand.NewPCG(11, 11))
-	d := newDriver(t, Config{Initial: 8, Max: 500})
+	// Slow start's one overshoot is TestGrowthStopsWhereThroughputStops's.
+	d := newDriver(t, Config{Initial: 8, Max: 500, NoSlowStart: true})
 	peak := 0
 	for range 3000 {
 		// ±20% jitter on every window.
@@ -237,4 +251,108 @@ func TestNoisyWindowsDoNotRatchetPastTheKnee(t *testing.T) {
 		t.Fatalf("peak limit %d: noise ratcheted the limit past the knee at 40", peak)
 	}
 	d.drain()
+}
+
+func TestSlowStartDoublesUntilOverload(t *testing.T) {
+	t.Parallel()
+	rec := &countingRecorder{}
+	d := newDriver(t, Config{Initial: 8, Max: 1000, Recorder: rec})
+	var got []int
+	for range 4 {
+		got = append(got, d.window(flat))
+	}
+	if want := []int{16, 32, 64, 128}; !slices.Equal(got, want) {
+		t.Fatalf("limits per window %v, want %v", got, want)
+	}
+	// The target refuses with 127 others in flight: the cut sits just
+	// below what fitted, and growth is additive from there.
+	d.complete(1, time.Millisecond, Overload)
+	if got := d.l.Limit(); got != 114 {
+		t.Fatalf("limit after the overload = %d, want 114 (0.9·127)", got)
+	}
+	d.drain()
+	d.fill()
+	if got := []int{d.window(flat), d.window(flat)}; !slices.Equal(got, []int{115, 116}) {
+		t.Fatalf("limits per window after the cut %v, want [115 116]: slow start is over", got)
+	}
+	if rec.Cuts() != 1 {
+		t.Fatalf("cuts = %d, want 1", rec.Cuts())
+	}
+	d.drain()
+}
+
+func TestSlowStartStopsAtMax(t *testing.T) {
+	t.Parallel()
+	d := newDriver(t, Config{Initial: 8, Max: 50})
+	var got []int
+	for range 5 {
+		got = append(got, d.window(flat))
+	}
+	if want := []int{16, 32, 50, 50, 50}; !slices.Equal(got, want) {
+		t.Fatalf("limits per window %v, want %v", got, want)
+	}
+	d.drain()
+}
+
+func TestChangedSignalsLimitChanges(t *testing.T) {
+	t.Parallel()
+	d := newDriver(t, Config{Initial: 4, Max: 100})
+	changed := d.l.Changed()
+	d.fill()
+	d.complete(3, flat, Success) // three of a window of four: no change
+	select {
+	case <-changed:
+		t.Fatal("Changed closed before the limit changed")
+	default:
+	}
+	d.complete(1, flat, Success)
+	select {
+	case <-changed:
+	default:
+		t.Fatalf("Changed not closed after the limit went to %d", d.l.Limit())
+	}
+	// A new channel for the next change: the cut.
+	next := d.l.Changed()
+	if next == changed {
+		t.Fatal("Changed returned the closed channel again")
+	}
+	d.complete(1, time.Millisecond, Overload)
+	select {
+	case <-next:
+	default:
+		t.Fatal("Changed not closed after a cut")
+	}
+	d.drain()
+}
+
+func TestSlowStartEndsOnSlowWindow(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		slow  time.Duration // the window at 64
+		after int           // the limit once that window ended
+	}{
+		// 1.2× as long at twice the limit: the doubling still paid.
+		{"mildly slow", flat * 12 / 10, 64},
+		// 1.6× as long: most of the new slots queue; back to 32.
+		{"far slower", flat * 16 / 10, 32},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := newDriver(t, Config{Initial: 8, Max: 1000})
+			for _, want := range []int{16, 32, 64} {
+				if got := d.window(flat); got != want {
+					t.Fatalf("slow start: limit %d, want %d", got, want)
+				}
+			}
+			if got := d.window(tc.slow); got != tc.after {
+				t.Fatalf("after a window of %v at 64: limit %d, want %d", tc.slow, got, tc.after)
+			}
+			// Additive from there: the next window adds at most one.
+			if got := d.window(flat); got > tc.after+1 {
+				t.Fatalf("limit %d after the next window: still doubling", got)
+			}
+			d.drain()
+		})
+	}
 }

@@ -25,4 +25,7 @@ type Limiter interface {
 	Limit() int
 	// InFlight is the number of acquired, unreleased slots.
 	InFlight() int
+	// Changed returns a channel closed at the next change of Limit; call
+	// it again for the change after.
+	Changed() <-chan struct{}
 }

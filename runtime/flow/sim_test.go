@@ -208,9 +208,9 @@ func TestSimulatedIdleDoesNotGrow(t *testing.T) {
 // runs to twice the demand.
 func TestSimulatedDemandBoundsGrowth(t *testing.T) {
 	t.Parallel()
-	run := func(tolerance float64) (last, top int) {
+	run := func(tolerance float64, slowStart bool) (last, top int) {
 		clock := newFakeClock()
-		l := NewAIMD(Config{Initial: 8, Max: 1000, GrowthTolerance: tolerance, Now: clock.Now})
+		l := NewAIMD(Config{Initial: 8, Max: 1000, GrowthTolerance: tolerance, Now: clock.Now, NoSlowStart: !slowStart})
 		var calls []simCall
 		limits := simRun(l, clock, &simTarget{}, rand.New(rand.NewPCG(6, 6)), 20000, 15,
 			func(int) int { return 1000 }, &calls)
@@ -219,13 +219,19 @@ func TestSimulatedDemandBoundsGrowth(t *testing.T) {
 		}
 		return limits[len(limits)-1], top
 	}
-	if last, top := run(0); last < 15 || top > 22 {
-		t.Errorf("limit with 15 callers: %d at the end, %d at most; want 15–22 (under 1.5× the demand)", last, top)
+	for _, slowStart := range []bool{true, false} {
+		if last, top := run(0, slowStart); last < 15 || top > 22 {
+			t.Errorf("slow start %v: limit with 15 callers: %d at the end, %d at most; want 15–22 (under 1.5× the demand)", slowStart, last, top)
+		}
 	}
 	// The last window that counts is the one at 30 (15 in flight is half
 	// of it), so the limit ends one above twice the demand.
-	if last, top := run(-1); last != 31 || top != 31 {
+	if last, top := run(-1, false); last != 31 || top != 31 {
 		t.Errorf("limit with 15 callers and no throughput check: %d at the end, %d at most; want 31", last, top)
+	}
+	// Slow start doubles only a limit that was used up: 8 → 16, never 32.
+	if last, top := run(-1, true); last != 16 || top != 16 {
+		t.Errorf("limit with 15 callers, slow start and no throughput check: %d at the end, %d at most; want 16", last, top)
 	}
 }
 
