@@ -50,7 +50,7 @@ func Scenario() harness.Scenario {
 			fs.StringVar(&k.ks, "b2.k", "32,16,64", "function capacity (in-flight calls) in each phase")
 			fs.DurationVar(&k.service, "b2.service", 5*time.Millisecond, "function service time")
 			fs.DurationVar(&k.retryAfter, "b2.retry-after", time.Second, "Retry-After of the function's 429s")
-			fs.StringVar(&k.fixed, "b2.fixed", "8,256", "fixed concurrencies to compare with")
+			fs.StringVar(&k.fixed, "b2.fixed", "8,256", "fixed concurrencies to compare with (empty: none)")
 			fs.DurationVar(&k.profile, "b2.profile", 0, "if set, run Sluice with --pprof and save, from a quarter into the first phase, a CPU profile of this long and an execution trace of 2 s as <run>-cpu.pprof and <run>-trace.out in the run's directory")
 			return func(ctx context.Context, env *harness.Env) (*harness.Report, error) {
 				return run(ctx, env, *k)
@@ -316,6 +316,9 @@ func oracle(ctx context.Context, env *harness.Env, sched schedule, ev kafkaload.
 
 func ints(s string) ([]int, error) {
 	var out []int
+	if strings.TrimSpace(s) == "" {
+		return nil, nil // e.g. -b2.fixed "": no fixed contenders
+	}
 	for _, p := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(p))
 		if err != nil || n <= 0 {
