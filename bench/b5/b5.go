@@ -34,6 +34,7 @@ type knobs struct {
 	latency    time.Duration
 	duration   time.Duration
 	ordering   string
+	profile    bool
 }
 
 // Scenario is B5.
@@ -49,6 +50,7 @@ func Scenario() harness.Scenario {
 			fs.DurationVar(&k.latency, "b5.latency", 100*time.Millisecond, "function service time (slow: the backlog never drains)")
 			fs.DurationVar(&k.duration, "b5.duration", 20*time.Second, "how long Sluice works on each backlog")
 			fs.StringVar(&k.ordering, "b5.ordering", "none", "ordering mode (none reads ahead the most)")
+			fs.BoolVar(&k.profile, "b5.profile", false, "run Sluice with --pprof and save, per backlog in the run's directory, heap profiles a quarter into the backlog and at its end (<run>-heap-after.pprof, <run>-heap-end.pprof), the goroutines at the end and every sample's memory figures (<run>-mem.tsv: VmRSS, VmHWM, Go heap in use/idle/released, stacks, GC target, goroutines)")
 			return func(ctx context.Context, env *harness.Env) (*harness.Report, error) {
 				return run(ctx, env, *k)
 			}
@@ -109,8 +111,11 @@ func measureBacklog(ctx context.Context, env *harness.Env, k knobs, topic string
 	defer fn.Stop(10 * time.Second)
 	pl := measure.Pipeline{Name: "b5", Brokers: env.KafkaBrokers, Topic: topic, Group: env.ID + "-" + file,
 		URL: fn.URL, Ordering: k.ordering}
-	r, err := measure.Sluice(ctx, env.Sluice, env.WorkDir, pl, fn,
-		measure.Opts{MaxDuration: k.duration, Label: label, Every: 250 * time.Millisecond}, env.Progress)
+	opts := measure.Opts{MaxDuration: k.duration, Label: label, Every: 250 * time.Millisecond}
+	if k.profile {
+		opts.Profile = &measure.Profile{After: k.duration / 4, Memory: true}
+	}
+	r, err := measure.Sluice(ctx, env.Sluice, env.WorkDir, pl, fn, opts, env.Progress)
 	if err != nil {
 		return backlogRun{}, err
 	}

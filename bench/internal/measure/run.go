@@ -65,10 +65,17 @@ type Opts struct {
 // Profile says which Go profiles of Sluice a run saves into the work
 // directory, all starting After the first function call: a CPU profile of
 // CPU as <label>-cpu.pprof and an execution trace of Trace as
-// <label>-trace.out (either 0: not taken). A profile that cannot be taken
-// is reported on the progress output; the run goes on.
+// <label>-trace.out (either 0: not taken). With Memory, a heap profile
+// (in-use and allocated) is saved After the first call as
+// <label>-heap-after.pprof and at the run's end, before Sluice stops, as
+// <label>-heap-end.pprof with the goroutines as <label>-goroutines.txt;
+// and every sample's memory figures (/proc VmRSS, VmHWM, RssAnon, RssFile; Go's heap allocated, in use,
+// idle, released, stacks, GC target, goroutines from /metrics) go to
+// <label>-mem.tsv. A profile that cannot be taken is reported on the
+// progress output; the run goes on.
 type Profile struct {
 	After, CPU, Trace time.Duration
+	Memory            bool
 }
 
 // Run is what one Sluice run measured.
@@ -178,6 +185,13 @@ func sample(ctx context.Context, s *procs.Sluice, pl Pipeline, fn *procs.Functio
 			saveProfiles(pctx, "http://"+s.Admin, *opts.Profile, prefix, progress)
 		}()
 	}
+	var mem *memLog
+	if opts.Profile != nil && opts.Profile.Memory {
+		if mem, err = newMemLog(prefix+"-mem.tsv", r.First); err != nil {
+			return err
+		}
+		defer mem.close(progress)
+	}
 	var done atomic.Int64
 	stop := progress.Track(opts.Label, opts.Target, done.Load)
 	defer stop()
@@ -207,6 +221,7 @@ func sample(ctx context.Context, s *procs.Sluice, pl Pipeline, fn *procs.Functio
 			return false, err
 		}
 		r.Samples = append(r.Samples, smp)
+		mem.add(smp, m)
 		done.Store(int64(smp.Processed))
 		finished := opts.Target > 0 && smp.Processed >= float64(opts.Target)
 		capped := (opts.MaxDuration > 0 && smp.At.Sub(r.First) >= opts.MaxDuration) ||
@@ -217,6 +232,9 @@ func sample(ctx context.Context, s *procs.Sluice, pl Pipeline, fn *procs.Functio
 		r.End, r.Processed, r.Capped, r.Final = smp.At, smp.Processed, !finished, m
 		r.CPUSeconds = smp.Sluice.CPUSeconds - u0.CPUSeconds
 		r.PeakRSS = smp.Sluice.HWMBytes
+		if mem != nil {
+			saveEnd(ctx, "http://"+s.Admin, prefix, progress)
+		}
 		return true, nil
 	})
 }
@@ -246,7 +264,25 @@ func saveProfiles(ctx context.Context, base string, p Profile, prefix string, pr
 		wg.Add(1)
 		go fetch("trace", p.Trace, prefix+"-trace.out")
 	}
+	if p.Memory {
+		if err := fetchTo(ctx, base+"/debug/pprof/heap", prefix+"-heap-after.pprof"); err != nil {
+			progress.Printf("%s not saved: %v", filepath.Base(prefix)+"-heap-after.pprof", err)
+		}
+	}
 	wg.Wait()
+}
+
+// saveEnd saves the heap profile and the goroutines of Sluice (admin
+// address base) as prefix-heap-end.pprof and prefix-goroutines.txt.
+func saveEnd(ctx context.Context, base, prefix string, progress *harness.Progress) {
+	for what, path := range map[string]string{
+		"heap":              prefix + "-heap-end.pprof",
+		"goroutine?debug=1": prefix + "-goroutines.txt",
+	} {
+		if err := fetchTo(ctx, base+"/debug/pprof/"+what, path); err != nil {
+			progress.Printf("%s not saved: %v", filepath.Base(path), err)
+		}
+	}
 }
 
 // fetchTo GETs url and writes the body to path.

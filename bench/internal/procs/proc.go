@@ -135,6 +135,9 @@ type Usage struct {
 	CPUSeconds float64 // user + system
 	RSSBytes   int64   // resident now
 	HWMBytes   int64   // peak resident ("high water mark")
+	// The resident now split by kind: anonymous (heap, stacks) and
+	// file-backed (the binary's pages that were touched).
+	RSSAnonBytes, RSSFileBytes int64
 }
 
 // clockTicks is USER_HZ, the unit of CPU times in /proc/<pid>/stat: 100 on
@@ -163,7 +166,7 @@ func ReadUsage(pid int) (Usage, error) {
 	if err != nil {
 		return u, err
 	}
-	u.RSSBytes, u.HWMBytes = parseStatusMem(string(status))
+	parseStatusMem(string(status), &u)
 	return u, nil
 }
 
@@ -188,8 +191,9 @@ func parseStatCPU(stat string) (float64, error) {
 	return float64(ut+st) / clockTicks, nil
 }
 
-// parseStatusMem returns VmRSS and VmHWM in bytes from /proc/<pid>/status.
-func parseStatusMem(status string) (rss, hwm int64) {
+// parseStatusMem sets u's memory figures (VmRSS, VmHWM, RssAnon, RssFile)
+// in bytes from /proc/<pid>/status.
+func parseStatusMem(status string, u *Usage) {
 	for _, line := range strings.Split(status, "\n") {
 		k, v, ok := strings.Cut(line, ":")
 		if !ok {
@@ -198,9 +202,13 @@ func parseStatusMem(status string) (rss, hwm int64) {
 		var dst *int64
 		switch k {
 		case "VmRSS":
-			dst = &rss
+			dst = &u.RSSBytes
 		case "VmHWM":
-			dst = &hwm
+			dst = &u.HWMBytes
+		case "RssAnon":
+			dst = &u.RSSAnonBytes
+		case "RssFile":
+			dst = &u.RSSFileBytes
 		default:
 			continue
 		}
@@ -209,7 +217,6 @@ func parseStatusMem(status string) (rss, hwm int64) {
 			*dst = kb << 10
 		}
 	}
-	return rss, hwm
 }
 
 // freeAddr returns a loopback address with a port that was free a moment

@@ -28,10 +28,12 @@ func TestParseStatCPU(t *testing.T) {
 }
 
 func TestParseStatusMem(t *testing.T) {
-	status := "Name:\tsluice\nVmHWM:\t   40960 kB\nVmRSS:\t   20480 kB\nThreads:\t9\n"
-	rss, hwm := parseStatusMem(status)
-	if rss != 20<<20 || hwm != 40<<20 {
-		t.Errorf("rss, hwm = %d, %d; want %d, %d", rss, hwm, 20<<20, 40<<20)
+	status := "Name:\tsluice\nVmHWM:\t   40960 kB\nVmRSS:\t   20480 kB\nRssAnon:\t   12288 kB\nRssFile:\t    8192 kB\nThreads:\t9\n"
+	var u Usage
+	parseStatusMem(status, &u)
+	want := Usage{RSSBytes: 20 << 20, HWMBytes: 40 << 20, RSSAnonBytes: 12 << 20, RSSFileBytes: 8 << 20}
+	if u != want {
+		t.Errorf("usage = %+v; want %+v", u, want)
 	}
 }
 
