@@ -143,16 +143,18 @@ func TestGrowthStopsWhereThroughputStops(t *testing.T) {
 			limits = append(limits, d.window(took(d.l.Limit())))
 		}
 		got := d.l.Limit()
-		// Slow start doubles 8 → 64 and measures one slow window there;
+		// Slow start doubles 8 → 64 and measures a slow window there;
 		// after it, and all along without it, past the knee a slot adds
 		// no throughput: the limit must stop near it, so that each slot
 		// still delivers ≥ 0.8 of a call per flat.
 		after := limits
 		if slowStart {
-			if want := []int{16, 32, 64, 32}; !slices.Equal(limits[:4], want) {
-				t.Fatalf("slow start: limits per window %v, want %v first", limits[:8], want)
+			// Each new limit's first window is not timed; two slow ones
+			// in a row at 64 end slow start.
+			if want := []int{8, 16, 16, 32, 32, 64, 64, 64, 32}; !slices.Equal(limits[:9], want) {
+				t.Fatalf("slow start: limits per window %v, want %v first", limits[:10], want)
 			}
-			after = limits[4:]
+			after = limits[9:]
 		}
 		peak := slices.Max(after)
 		t.Logf("slow start %v: limit %d, peak %d after slow start", slowStart, got, peak)
@@ -201,6 +203,7 @@ func TestSlowerTargetKeepsHalfItsLimit(t *testing.T) {
 	for d.l.Limit() < 60 {
 		d.window(flat)
 	}
+	d.window(flat) // the first window at a new limit is not timed
 	d.window(flat) // a fine window at 60
 	// Every call now takes four times as long, at any limit: that is not
 	// queueing, but it looks like it against the old references.
@@ -258,10 +261,11 @@ func TestSlowStartDoublesUntilOverload(t *testing.T) {
 	rec := &countingRecorder{}
 	d := newDriver(t, Config{Initial: 8, Max: 1000, Recorder: rec})
 	var got []int
-	for range 4 {
+	for range 8 {
 		got = append(got, d.window(flat))
 	}
-	if want := []int{16, 32, 64, 128}; !slices.Equal(got, want) {
+	// The first window at each limit is not timed; the second doubles it.
+	if want := []int{8, 16, 16, 32, 32, 64, 64, 128}; !slices.Equal(got, want) {
 		t.Fatalf("limits per window %v, want %v", got, want)
 	}
 	// The target refuses with 127 others in flight: the cut sits just
@@ -285,18 +289,23 @@ func TestSlowStartStopsAtMax(t *testing.T) {
 	t.Parallel()
 	d := newDriver(t, Config{Initial: 8, Max: 50})
 	var got []int
-	for range 5 {
+	for range 8 {
 		got = append(got, d.window(flat))
 	}
-	if want := []int{16, 32, 50, 50, 50}; !slices.Equal(got, want) {
+	if want := []int{8, 16, 16, 32, 32, 50, 50, 50}; !slices.Equal(got, want) {
 		t.Fatalf("limits per window %v, want %v", got, want)
+	}
+	// A fine window at Max ended slow start: a slow one now is judged by
+	// the throughput check, not sent back to 32.
+	if got := d.window(2 * flat); got != 50 {
+		t.Fatalf("limit %d after a slow window at Max, want 50", got)
 	}
 	d.drain()
 }
 
 func TestChangedSignalsLimitChanges(t *testing.T) {
 	t.Parallel()
-	d := newDriver(t, Config{Initial: 4, Max: 100})
+	d := newDriver(t, Config{Initial: 4, Max: 100, NoSlowStart: true})
 	changed := d.l.Changed()
 	d.fill()
 	d.complete(3, flat, Success) // three of a window of four: no change
@@ -340,13 +349,17 @@ func TestSlowStartEndsOnSlowWindow(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			d := newDriver(t, Config{Initial: 8, Max: 1000})
-			for _, want := range []int{16, 32, 64} {
+			for _, want := range []int{8, 16, 16, 32, 32, 64, 64} {
 				if got := d.window(flat); got != want {
 					t.Fatalf("slow start: limit %d, want %d", got, want)
 				}
 			}
+			// One slow window holds the limit; the second ends slow start.
+			if got := d.window(tc.slow); got != 64 {
+				t.Fatalf("after one window of %v at 64: limit %d, want 64 held", tc.slow, got)
+			}
 			if got := d.window(tc.slow); got != tc.after {
-				t.Fatalf("after a window of %v at 64: limit %d, want %d", tc.slow, got, tc.after)
+				t.Fatalf("after two windows of %v at 64: limit %d, want %d", tc.slow, got, tc.after)
 			}
 			// Additive from there: the next window adds at most one.
 			if got := d.window(flat); got > tc.after+1 {
@@ -355,4 +368,21 @@ func TestSlowStartEndsOnSlowWindow(t *testing.T) {
 			d.drain()
 		})
 	}
+}
+
+func TestSlowStartRidesOutOneSlowWindow(t *testing.T) {
+	t.Parallel()
+	d := newDriver(t, Config{Initial: 8, Max: 1000})
+	for range 4 {
+		d.window(flat) // 8, 16, 16, 32
+	}
+	// A hiccup: one window at 32 twice as long, then fine again.
+	var got []int
+	for _, took := range []time.Duration{2 * flat, flat, flat, flat} {
+		got = append(got, d.window(took))
+	}
+	if want := []int{32, 64, 64, 128}; !slices.Equal(got, want) {
+		t.Fatalf("limits per window %v, want %v: one slow window must not end slow start", got, want)
+	}
+	d.drain()
 }
