@@ -157,6 +157,10 @@ func New(spec pipelines.KafkaSource, opts connectors.Options, logger *slog.Logge
 	cfg.Consumer.MaxProcessingTime = maxProcessingTime
 	// A consumer must not create the topics it subscribes to by mistake.
 	cfg.Metadata.AllowAutoTopicCreation = false
+	// Metadata of the subscribed topics only: sarama's default keeps every
+	// topic of the cluster (1–1.5 MiB of live heap with the ~5,000 topics
+	// of the shared test broker, twice that in Go's heap target — B5).
+	cfg.Metadata.Full = false
 	if set.tune != nil {
 		set.tune(cfg)
 	}
@@ -260,7 +264,7 @@ func (s *Source) Connect(ctx context.Context) error {
 func (s *Source) dial(ctx context.Context) (sarama.Client, error) {
 	bo := newBackoff()
 	for attempt := 1; ; attempt++ {
-		client, err := sarama.NewClient(s.spec.Brokers, s.cfg)
+		client, err := s.newClient()
 		if err == nil {
 			return client, nil
 		}
@@ -274,6 +278,27 @@ func (s *Source) dial(ctx context.Context) (sarama.Client, error) {
 			return nil, err
 		}
 	}
+}
+
+// newClient creates the sarama client and fetches the subscribed topics'
+// metadata. With Metadata.Full off sarama.NewClient contacts no broker, so
+// this first request is what finds an unreachable cluster or refused
+// credentials, as NewClient's fetch of the whole cluster did. A topic that
+// does not exist (yet) or has no leader right now is not an error here
+// (sarama retries it for ~0.75 s first): the group session waits for it, as
+// before.
+func (s *Source) newClient() (sarama.Client, error) {
+	client, err := sarama.NewClient(s.spec.Brokers, s.cfg)
+	if err != nil || s.cfg.Metadata.Full {
+		return client, err
+	}
+	err = client.RefreshMetadata(s.spec.Topics...)
+	if err == nil || errors.Is(err, sarama.ErrUnknownTopicOrPartition) ||
+		errors.Is(err, sarama.ErrLeaderNotAvailable) || errors.Is(err, sarama.ErrReplicaNotAvailable) {
+		return client, nil
+	}
+	_ = client.Close()
+	return nil, err
 }
 
 // singlePartition reports whether the subscribed topics have one partition

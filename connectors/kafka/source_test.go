@@ -64,6 +64,9 @@ func TestNewConfiguresConsumer(t *testing.T) {
 	if c.Consumer.Offsets.Initial != sarama.OffsetNewest {
 		t.Errorf("Initial = %d, want OffsetNewest", c.Consumer.Offsets.Initial)
 	}
+	if c.Metadata.Full {
+		t.Error("Metadata.Full: the source would keep the metadata of every topic in the cluster")
+	}
 	if c.ChannelBufferSize != 8 || src.window != 8 {
 		t.Errorf("ChannelBufferSize = %d, window = %d; want 8, 8", c.ChannelBufferSize, src.window)
 	}
