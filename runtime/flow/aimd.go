@@ -122,18 +122,18 @@ type Config struct {
 //     the throughput check compares. Demand steady between half the limit
 //     and the limit is left to that check: windows slow down as the limit
 //     outgrows the demand.
-//   - Slow start: until the first overload or the first window that shows
-//     queueing (over GrowthTolerance times the fastest window so far), the
-//     limit doubles after every window in which every slot was taken, as
-//     TCP's congestion window does before its first loss. Two slow
-//     windows in a row end it: the limit stays if they were only mildly slow
-//     (the doubling still paid) and goes back to the limit before if it
-//     was far slower; growth continues as below, with the slow limit as
-//     the knee. An overload cuts as below. Without
-//     it a limit starting at 8 took seconds to reach the 100–200 calls a
-//     10 ms function on two cores takes (one per window, and every window
-//     a call's duration), and a short backlog was mostly processed on the
-//     ramp.
+//   - Slow start: until the first overload or the first windows that show
+//     queueing, the limit doubles after every window in which every slot
+//     was taken, as TCP's congestion window does before its first loss. A
+//     window is slow at over GrowthTolerance times the last fine one (at
+//     the limit before the doubling); the first window at a new limit is
+//     not timed. Two slow windows in a row end slow start: the limit stays
+//     if they were only mildly slow (the doubling still paid) and goes back
+//     to the limit before if they were far slower; growth continues as
+//     below, with the slow limit as the knee. Without it a limit starting
+//     at 8 took seconds to reach the 100–200 calls a 10 ms function on two
+//     cores takes (one per window, and every window a call's duration),
+//     and a short backlog was mostly processed on the ramp.
 //   - Increase: after each window the limit grows, shaped like TCP CUBIC
 //     around the last point that fitted (wmax, the calls in flight beside
 //     the one the target refused): by one per window below wmax; at wmax
@@ -213,13 +213,13 @@ type AIMD struct {
 	// stuck counts slow windows in a row.
 	stuck int
 	// slowStart says the limit still doubles per window (see AIMD);
-	// ssBest is the fastest slow-start window so far and ssPrev the limit
-	// before the last doubling. full says every slot was taken at some
+	// ssRef is the last fine window's duration, at this limit or the one
+	// before the last doubling, ssPrev. full says every slot was taken at some
 	// moment of the current window.
 	slowStart bool
 	full      bool
 	ssSlow    int // slow windows in a row in slow start
-	ssBest    time.Duration
+	ssRef     time.Duration
 	ssPrev    int
 	// changed is closed, and dropped, when the limit changes (see Changed).
 	changed chan struct{}
@@ -589,7 +589,11 @@ func (a *AIMD) windowDoneLocked() {
 
 // slowStartWindowLocked ends a window in slow start. A timed window in
 // which every slot was taken doubles the limit, unless it took over
-// tolerance times the fastest so far (and more than queueSlack longer).
+// tolerance times the last fine one (and more than queueSlack longer),
+// which was at this limit or half of it: a doubling is worth it while each
+// slot keeps nearly its speed, so that it nearly doubles the throughput.
+// (Against the fastest window so far, windows of 8 or 16 calls on a busy
+// machine made the reference so lucky that slow start ended at 32 in B3.)
 // Two such slow windows in a row end slow start, judged as the throughput
 // check judges windows: up to overFactor of the tolerance's margin the
 // doubling still paid (a window 1.2 times as long at twice the limit is
@@ -607,7 +611,7 @@ func (a *AIMD) slowStartWindowLocked(took time.Duration, timed, full bool) {
 	if a.tolerance > 0 {
 		b := &a.byLimit[bits.Len(uint(a.limit))]
 		b.took = smooth(b.took, took)
-		if a.ssBest > 0 && took-a.ssBest > queueSlack && float64(took) > a.tolerance*float64(a.ssBest) {
+		if a.ssRef > 0 && took-a.ssRef > queueSlack && float64(took) > a.tolerance*float64(a.ssRef) {
 			// One slow window of a few dozen calls may be a hiccup of a
 			// busy machine: hold the limit and measure once more.
 			if a.ssSlow++; a.ssSlow < 2 {
@@ -615,17 +619,14 @@ func (a *AIMD) slowStartWindowLocked(took time.Duration, timed, full bool) {
 			}
 			a.slowStart = false
 			a.knee = a.limit
-			if float64(took) > (1+overFactor*(a.tolerance-1))*float64(a.ssBest) {
+			if float64(took) > (1+overFactor*(a.tolerance-1))*float64(a.ssRef) {
 				a.limit = max(a.ssPrev, a.min)
 				a.recordLimitLocked()
 			}
 			a.okLimit = a.limit
 			return
 		}
-		a.ssSlow = 0
-		if a.ssBest == 0 || took < a.ssBest {
-			a.ssBest = took
-		}
+		a.ssSlow, a.ssRef = 0, took
 	}
 	if a.limit >= a.max {
 		// Fine at Max: nothing left to find.
