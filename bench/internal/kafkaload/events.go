@@ -24,6 +24,12 @@ type Events struct {
 	N    int // how many
 	Size int // bytes of data per event
 	Keys int // distinct keys, at least 1
+	// MaxBatchBytes bounds the record batches Produce writes (sarama's
+	// Producer.MaxMessageBytes; 0: sarama's default, 1 MiB). Unbounded,
+	// batch sizes follow the broker's pace (50–960 KiB in one topic), and
+	// a consumer's fetch holds at least one whole batch per partition: a
+	// benchmark comparing the memory of two topics bounds them.
+	MaxBatchBytes int
 }
 
 // CloudEvents attributes shared by every event.

@@ -3,6 +3,8 @@ package kafkaload
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/IBM/sarama"
 )
 
 func TestEventsData(t *testing.T) {
@@ -50,5 +52,20 @@ func TestEventsSeqPerKeyIncreases(t *testing.T) {
 	}
 	if len(last) != 7 {
 		t.Errorf("%d keys, want 7", len(last))
+	}
+}
+
+// MaxBatchBytes bounds the producer's batches; 0 keeps sarama's default.
+func TestProducerConfigBatchBound(t *testing.T) {
+	def := producerConfig(Events{N: 1, Size: 1024, Keys: 1}).Producer.MaxMessageBytes
+	if want := sarama.NewConfig().Producer.MaxMessageBytes; def != want {
+		t.Errorf("default MaxMessageBytes = %d, want sarama's %d", def, want)
+	}
+	cfg := producerConfig(Events{N: 1, Size: 1024, Keys: 1, MaxBatchBytes: 128 << 10})
+	if got := cfg.Producer.MaxMessageBytes; got != 128<<10 {
+		t.Errorf("MaxMessageBytes = %d, want %d", got, 128<<10)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("config not valid: %v", err)
 	}
 }

@@ -55,13 +55,7 @@ func DeleteTopic(brokers []string, topic string) error {
 // KeyIndex(i) mod partitions, so partitions get equal shares and a key
 // lives in one partition.
 func Produce(ctx context.Context, brokers []string, topic string, partitions int, ev Events, progress *harness.Progress) error {
-	cfg := config("sluice-bench-producer")
-	cfg.Producer.Partitioner = sarama.NewManualPartitioner
-	cfg.Producer.RequiredAcks = sarama.WaitForLocal
-	cfg.Producer.Return.Successes = true
-	cfg.Producer.Flush.Bytes = 1 << 20
-	cfg.Producer.Flush.Frequency = 5 * time.Millisecond
-	p, err := sarama.NewAsyncProducer(brokers, cfg)
+	p, err := sarama.NewAsyncProducer(brokers, producerConfig(ev))
 	if err != nil {
 		return fmt.Errorf("kafka producer: %w", err)
 	}
@@ -128,6 +122,20 @@ func Produce(ctx context.Context, brokers []string, topic string, partitions int
 		}
 	}
 	return firstErr
+}
+
+// producerConfig is Produce's sarama configuration for ev.
+func producerConfig(ev Events) *sarama.Config {
+	cfg := config("sluice-bench-producer")
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	cfg.Producer.RequiredAcks = sarama.WaitForLocal
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Flush.Bytes = 1 << 20
+	cfg.Producer.Flush.Frequency = 5 * time.Millisecond
+	if ev.MaxBatchBytes > 0 {
+		cfg.Producer.MaxMessageBytes = ev.MaxBatchBytes
+	}
+	return cfg
 }
 
 func record(topic string, partitions int, ev Events, i int) *sarama.ProducerMessage {
