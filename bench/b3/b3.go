@@ -30,6 +30,7 @@ type knobs struct {
 	cap       time.Duration
 	orderings string
 	max       int
+	profile   time.Duration
 }
 
 // Scenario is B3.
@@ -47,6 +48,7 @@ func Scenario() harness.Scenario {
 				"longest measurement per mode (ordering partition needs events × latency to finish: its rate is measured over this window)")
 			fs.StringVar(&k.orderings, "b3.orderings", "partition,key,none", "ordering modes to measure")
 			fs.IntVar(&k.max, "b3.max", 0, "concurrency max of the pipeline (0: Sluice's default AIMD bounds)")
+			fs.DurationVar(&k.profile, "b3.profile", 0, "if set, run Sluice with --pprof in key mode and save, from 2 s after its first call, a CPU profile of this long and an execution trace of 2 s as <run>-cpu.pprof and <run>-trace.out in the run's directory")
 			return func(ctx context.Context, env *harness.Env) (*harness.Report, error) {
 				return run(ctx, env, *k)
 			}
@@ -115,8 +117,12 @@ func measureMode(ctx context.Context, env *harness.Env, k knobs, ev kafkaload.Ev
 	if k.max > 0 {
 		pl.Initial, pl.Min, pl.Max = min(8, k.max), 1, k.max
 	}
-	r, err := measure.Sluice(ctx, env.Sluice, env.WorkDir, pl, fn,
-		measure.Opts{Target: int64(ev.N), MaxDuration: k.cap, Every: traceEvery, Label: label}, env.Progress)
+	opts := measure.Opts{Target: int64(ev.N), MaxDuration: k.cap, Every: traceEvery, Label: label}
+	if k.profile > 0 && mode == "key" {
+		// Past slow start, while the backlog lasts (~6 s at ~8,000 events/s).
+		opts.Profile = &measure.Profile{After: 2 * time.Second, CPU: k.profile, Trace: 2 * time.Second}
+	}
+	r, err := measure.Sluice(ctx, env.Sluice, env.WorkDir, pl, fn, opts, env.Progress)
 	if err != nil {
 		return modeRun{}, err
 	}
