@@ -82,6 +82,20 @@ func (l *lane) retract(offset int64) {
 // ack records the outcome of one delivered message and marks the new
 // contiguous prefix for commit. Called from AckFuncs, any goroutine.
 func (l *lane) ack(offset int64, procErr error) error {
+	if err := l.resolve(offset, procErr); err != nil {
+		return err
+	}
+	// Woken after the unlock: the lane's goroutine takes l.mu first thing
+	// (hasRoom), and woken under it, it ran only to block on the lock.
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// resolve records offset's outcome and marks the new committable prefix.
+func (l *lane) resolve(offset int64, procErr error) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.state == laneReleased {
@@ -96,10 +110,6 @@ func (l *lane) ack(offset int64, procErr error) error {
 		l.sess.MarkOffset(l.topic, l.partition, next, "")
 		l.marked = next
 		l.dirty.Store(true)
-	}
-	select {
-	case l.wake <- struct{}{}:
-	default:
 	}
 	return nil
 }
