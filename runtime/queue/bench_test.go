@@ -15,44 +15,16 @@ import (
 	"time"
 )
 
-// Publish and accept benchmarks for B6 (docs/queues.md records results):
+// Publish and accept benchmarks for B6 (docs/queues.md records results;
+// BenchmarkPublish is in suite_test.go):
 //
 //	go test -run '^$' -bench . -benchtime 20000x ./runtime/queue/
 //
 // Each reports the 99th percentile latency of one operation as p99-ms.
 
-// benchParallelism × GOMAXPROCS goroutines publish at once, like concurrent
-// invoke API requests.
+// benchParallelism × GOMAXPROCS goroutines send at once, like concurrent
+// invoke API requests (as queuetest.BenchPublish).
 const benchParallelism = 16
-
-func BenchmarkPublish(b *testing.B) {
-	for _, sync := range []bool{false, true} {
-		b.Run("SyncAlways="+strconv.FormatBool(sync), func(b *testing.B) {
-			q := benchQueue(b, sync)
-			payload := bytes.Repeat([]byte("x"), 1024)
-			var seq atomic.Int64
-			lat := newLatencies()
-			b.SetBytes(int64(len(payload)))
-			b.SetParallelism(benchParallelism)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				var mine []time.Duration
-				for pb.Next() {
-					id := "b-" + strconv.FormatInt(seq.Add(1), 10)
-					start := time.Now()
-					if _, err := q.Publish(context.Background(), "bench", id, payload, nil); err != nil {
-						b.Error(err)
-						return
-					}
-					mine = append(mine, time.Since(start))
-				}
-				lat.add(mine)
-			})
-			b.StopTimer()
-			lat.report(b)
-		})
-	}
-}
 
 // BenchmarkAccept compares an HTTP handler that answers 202 without doing
 // anything (B6's baseline) with one that first publishes the body durably.

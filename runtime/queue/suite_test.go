@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -24,4 +25,23 @@ func TestQueueSuite(t *testing.T) {
 		},
 		Moves: true,
 	})
+}
+
+// BenchmarkPublish is queuetest.BenchPublish (B6 inputs) on the embedded
+// queue, with and without an fsync per write.
+func BenchmarkPublish(b *testing.B) {
+	for _, sync := range []bool{false, true} {
+		b.Run("SyncAlways="+strconv.FormatBool(sync), func(b *testing.B) {
+			q, err := queue.OpenEmbedded(context.Background(), queue.EmbeddedConfig{DataDir: b.TempDir(), SyncAlways: sync}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				_ = q.Close(ctx)
+			})
+			queuetest.BenchPublish(b, q)
+		})
+	}
 }

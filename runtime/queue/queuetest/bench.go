@@ -13,7 +13,7 @@ import (
 	"github.com/sluicehq/sluice/runtime/queue"
 )
 
-// BenchPublish is runtime/queue's BenchmarkPublish (B6 inputs) on q: 16 ×
+// BenchPublish is every queue's BenchmarkPublish (B6 inputs) on q: 16 ×
 // GOMAXPROCS goroutines publish 1 KiB messages to one queue, like
 // concurrent invoke API requests; it reports the median and 99th
 // percentile latency of one Publish as p50-ms and p99-ms. The caller owns

@@ -37,12 +37,15 @@ type Harness struct {
 // Generous bounds that only stop hung tests; no assertion depends on speed.
 const opTimeout = 90 * time.Second
 
+// suiteCase is one case of the suite, run on a fresh queue.
+type suiteCase struct {
+	name string
+	fn   func(*testing.T, queue.Queue)
+}
+
 // Run runs the suite, each case in a subtest with its own queue.
 func Run(t *testing.T, h Harness) {
-	cases := []struct {
-		name string
-		fn   func(*testing.T, queue.Queue)
-	}{
+	cases := []suiteCase{
 		{"PublishReadAck", testPublishReadAck},
 		{"RedeliveryAfterUnackedClose", testRedeliveryAfterClose},
 		{"Depth", testDepth},
@@ -53,10 +56,7 @@ func Run(t *testing.T, h Harness) {
 		{"Closed", testClosed},
 	}
 	if h.HoldsRetries {
-		cases = append(cases, struct {
-			name string
-			fn   func(*testing.T, queue.Queue)
-		}{"CloseDuringRetryDelay", testCloseDuringRetryDelay})
+		cases = append(cases, suiteCase{"CloseDuringRetryDelay", testCloseDuringRetryDelay})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
